@@ -1,0 +1,3 @@
+"""Consensus ADMM over communication graphs (NumPy, SciPy, Numba, networkx only)."""
+
+__all__: list[str] = []
