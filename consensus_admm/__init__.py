@@ -1,3 +1,40 @@
-"""Consensus ADMM over communication graphs (NumPy, SciPy, Numba, networkx only)."""
+"""consensus_admm: consensus ADMM over networkx graphs (sync DADMM, Wei-Ozdaglar async, Boyd star).
 
-__all__: list[str] = []
+Public names::
+
+    solve, ADMMSettings, ADMMStatus, ADMMResult, ADMMHistory, SolverState,
+    EdgeConsensus, EdgeExchange,
+    Averaging, Quadratic, LeastSquares, Lasso, Box, LogisticRegression, Objective,
+    plot_residuals, graph_arrays
+
+The math (symbols, numbered equations, residual norm convention) is in :mod:`consensus_admm.solver`,
+:mod:`consensus_admm.edge` and :mod:`consensus_admm.objectives`.
+"""
+
+from .edge import EdgeConsensus, EdgeExchange
+from .graphs import graph_arrays
+from .objectives import Averaging, Box, Lasso, LeastSquares, LogisticRegression, Objective, Quadratic
+from .plot import plot_residuals
+from .results import ADMMHistory, ADMMResult, ADMMStatus, SolverState
+from .settings import ADMMSettings
+from .solver import solve
+
+__all__ = [
+    "solve",
+    "ADMMSettings",
+    "ADMMStatus",
+    "ADMMResult",
+    "ADMMHistory",
+    "SolverState",
+    "EdgeConsensus",
+    "EdgeExchange",
+    "Objective",
+    "Averaging",
+    "Quadratic",
+    "LeastSquares",
+    "Lasso",
+    "Box",
+    "LogisticRegression",
+    "plot_residuals",
+    "graph_arrays",
+]
