@@ -165,16 +165,13 @@ class Problem:
         return total
 
     def curvature_scale(self) -> float:
-        """A curvature scale kappa = geometric mean over agents of sqrt(mu_i L_i) (1.0 if unknown)."""
+        """kappa: geometric mean over agents of the mean Hessian eigenvalue trace(H_i)/dim (1.0 if unknown)."""
         scales = []
         for obj in self.objectives:
-            fn = getattr(obj, "curvature", None)
-            if not callable(fn):
-                continue
-            mu, lip = fn()
-            if lip <= 0:
-                continue
-            scales.append(np.sqrt(max(mu, 1e-3 * lip) * lip))
+            fn = getattr(obj, "mean_curvature", None)
+            c = float(fn()) if callable(fn) else 0.0
+            if c > 0 and np.isfinite(c):
+                scales.append(c)
         if not scales:
             return 1.0
         return float(np.exp(np.mean(np.log(scales))))

@@ -165,6 +165,10 @@ class Objective:
         ev = np.linalg.eigvalsh(self.hmat)
         return float(max(ev[0], 0.0)), float(ev[-1])
 
+    def mean_curvature(self) -> float:
+        """trace(H) / dim: the mean eigenvalue of the smooth part's Hessian (used by the penalty heuristic)."""
+        return float(np.trace(self.hmat) if self.hmat is not None else self.hdiag.sum()) / self.dim
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim})"
 
@@ -339,6 +343,10 @@ class LogisticRegression:
     def curvature(self) -> tuple[float, float]:
         ev = np.linalg.eigvalsh(0.25 * self.A.T @ self.A)
         return float(max(ev[0], 0.0)) + self.l2, float(ev[-1]) + self.l2
+
+    def mean_curvature(self) -> float:
+        """trace of the Hessian at 0 over dim: (||A||_F^2 / 4) / dim + l2."""
+        return float(0.25 * np.sum(self.A * self.A) / self.dim + self.l2)
 
     def prox(self, v, t: float, x0=None, *, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
         """prox_{t f}(v) by damped Newton (Armijo backtracking)."""

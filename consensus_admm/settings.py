@@ -48,7 +48,9 @@ class ADMMSettings:
     # Laplacian spectrum (see solver.initial_penalty).
     penalty: float | None = None
     # Residual balancing of rho (OSQP-style sqrt ratio of normalised residuals) on a fixed iteration schedule.
-    adaptive_penalty: bool = True
+    # Off by default: it rescues a badly chosen manual penalty (5-50x fewer iterations) but on rings its fixed point
+    # lies 5-12x below the best penalty, so it undoes the heuristic (H1) there (BENCHMARKS.md).
+    adaptive_penalty: bool = False
     # Iterations between penalty adaptations, >= 1. Deterministic: independent of check_interval and wall clock.
     adaptive_penalty_interval: int = 50
     # A new rho is applied only if it differs from the current one by more than this factor, > 1.

@@ -66,15 +66,17 @@ a non-finite value or ``max |x| > 1e30``. STOPPED: the callback raised StopItera
 
 Penalty
 -------
-Initial (``penalty=None``): with kappa = geometric mean over agents of sqrt(mu_i L_i) (mu_i, L_i: extreme
-eigenvalues of the smooth part's Hessian, objectives (P2)) and lambda_2, lambda_N the extreme nonzero Laplacian
-eigenvalues,
+Initial (``penalty=None``): with kappa = geometric mean over agents of the mean Hessian eigenvalue
+trace(H_i)/n of the smooth part (objectives (P2); logistic: at x = 0; 1 if unknown) and lambda_2, lambda_N the
+extreme nonzero Laplacian eigenvalues,
 
     rho_0 = 2 kappa / sqrt(lambda_2 lambda_N)   (sync, async),      rho_0 = kappa   (star).              (H1)
 
-(H1) is the optimal-scaling rule for quadratic consensus (Ghadimi et al. 2015; Teixeira et al. 2016, from memory,
-not re-derived here), applied per agent; it is a heuristic for non-quadratic f_i. Adaptive (residual balancing,
-OSQP's rule on a deterministic schedule): every ``adaptive_penalty_interval`` iterations,
+(H1) follows the optimal-scaling rule for quadratic consensus (c* ~ curvature / sqrt(lambda_2 lambda_N); Ghadimi
+et al. 2015, Teixeira et al. 2016, quoted from memory, not re-derived here) with the mean curvature, which matched
+the best grid penalty within a factor of about 2 in our measurements (BENCHMARKS.md); it is a heuristic for
+non-quadratic f_i. Adaptive (``adaptive_penalty=True``; residual balancing, OSQP's rule on a deterministic
+schedule): every ``adaptive_penalty_interval`` iterations,
 
     rho' = clip( rho sqrt( (r / max(||x||, ||z||)) / (s / ||lam||) ), penalty_min, penalty_max )           (H2)
 
