@@ -46,8 +46,8 @@ def stream_triad_bandwidth(n_bytes_per_array: int = 256 * 2**20, repeats: int = 
         np.multiply(c, 3.0, out=a)
         np.add(a, b, out=a)
         best = min(best, time.perf_counter() - t)
-    # np.multiply + np.add touch 5 arrays (c, a | a, b, a); report with STREAM's convention of 3 arrays per triad
-    # only for a single fused pass, so measure the fused pass with numba as well and take the better of the two.
+    # NumPy's multiply + add touch 5 arrays (c, a | a, b, a); a single compiled pass touches 3 (STREAM's count).
+    # Take the better of the two so the floor is not flattered by a slow reference.
     fused = _numba_triad(a, b, c, repeats)
     return max(3 * 8 * n / fused, 5 * 8 * n / best)
 

@@ -69,9 +69,9 @@ def prox_node(i, s, v, out, kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmoo
     """out <- prox_{f_i / s}(v) (objectives (P1), (P3)-(P5)); ``out`` holds the warm start on entry."""
     dim = v.shape[0]
     if kind == 0:  # (P3), averaging without bounds
-        w = wgt[i]
+        inv_ws = 1.0 / (wgt[i] + s)
         for k in range(dim):
-            out[k] = (g[i, k] + s * v[k]) / (w + s)
+            out[k] = (g[i, k] + s * v[k]) * inv_ws
     elif kind == 1:  # (P3), separable with l1 and box
         for k in range(dim):
             r = g[i, k] + s * v[k]
@@ -113,8 +113,9 @@ def sync_node_run(n_iter, x, lam, xbuf, zbar_prev, zbar, rho, indptr, indices, d
     """Run ``n_iter`` >= 1 iterations of (S1)-(S4) in place on ``x`` and ``lam`` (both (N, dim)).
 
     One fused pass per iteration: for node i, gather the neighbour mean of the current x (S2), finish the previous
-    iteration's dual update (S3), and take the next local step (S1) into the other buffer. On return ``zbar_prev``
-    and ``zbar`` hold (S4) before and after the last iteration (for the dual residual (R2)).
+    iteration's dual update (S3), and take the next local step (S1) into the other buffer, all in one loop over the
+    vector (averaging is inlined). On return ``zbar_prev`` and ``zbar`` hold (S4) before and after the last
+    iteration (for the dual residual (R2)).
     """
     n, dim = x.shape
     xbar = np.empty(dim, dtype=x.dtype)
@@ -127,31 +128,46 @@ def sync_node_run(n_iter, x, lam, xbuf, zbar_prev, zbar, rho, indptr, indices, d
         for i in range(n):
             d = degree[i]
             s = rho * d
+            inv_d = 1.0 / d
+            inv_s = 1.0 / s
+            fac = 0.5 * s if p > 0 else 0.0
+            lo_j = indptr[i]
+            j0 = indices[lo_j]
             for k in range(dim):
-                xbar[k] = 0.0
-            for jj in range(indptr[i], indptr[i + 1]):
+                xbar[k] = cur[j0, k]
+            for jj in range(lo_j + 1, indptr[i + 1]):
                 j = indices[jj]
                 for k in range(dim):
                     xbar[k] += cur[j, k]
-            for k in range(dim):
-                xbar[k] = xbar[k] / d  # (S2)
-            if p > 0:
-                for k in range(dim):
-                    lam[i, k] += 0.5 * s * (cur[i, k] - xbar[k])  # (S3) of the previous iteration
             if p == n_iter - 1:
                 for k in range(dim):
-                    zbar_prev[i, k] = 0.5 * (cur[i, k] + xbar[k])
-            for k in range(dim):
-                v[k] = 0.5 * (cur[i, k] + xbar[k]) - lam[i, k] / s  # (S4) then the argument of (S1)
-                nxt[i, k] = cur[i, k]
-            prox_node(i, s, v, nxt[i], kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth, inner_tol,
-                      inner_max, work, work2)  # (S1)
+                    zbar_prev[i, k] = 0.5 * (cur[i, k] + xbar[k] * inv_d)
+            if kind == 0:  # averaging inlined: (S2), (S3), (S4), (S1) in one loop
+                inv_ws = 1.0 / (wgt[i] + s)
+                for k in range(dim):
+                    xb = xbar[k] * inv_d  # (S2)
+                    c = cur[i, k]
+                    lk = lam[i, k] + fac * (c - xb)  # (S3) of the previous iteration
+                    lam[i, k] = lk
+                    vk = 0.5 * (c + xb) - lk * inv_s  # (S4) and the argument of (S1)
+                    nxt[i, k] = (g[i, k] + s * vk) * inv_ws  # (S1), objectives (P3)
+            else:
+                for k in range(dim):
+                    xb = xbar[k] * inv_d
+                    c = cur[i, k]
+                    lk = lam[i, k] + fac * (c - xb)
+                    lam[i, k] = lk
+                    v[k] = 0.5 * (c + xb) - lk * inv_s
+                    nxt[i, k] = c  # warm start of the inner solver
+                prox_node(i, s, v, nxt[i], kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth, inner_tol,
+                          inner_max, work, work2)  # (S1)
         tmp = cur
         cur = nxt
         nxt = tmp
     for i in range(n):
         d = degree[i]
         s = rho * d
+        inv_d = 1.0 / d
         for k in range(dim):
             xbar[k] = 0.0
         for jj in range(indptr[i], indptr[i + 1]):
@@ -159,16 +175,16 @@ def sync_node_run(n_iter, x, lam, xbuf, zbar_prev, zbar, rho, indptr, indices, d
             for k in range(dim):
                 xbar[k] += cur[j, k]
         for k in range(dim):
-            xbar[k] = xbar[k] / d  # (S2)
-            lam[i, k] += 0.5 * s * (cur[i, k] - xbar[k])  # (S3)
-            zbar[i, k] = 0.5 * (cur[i, k] + xbar[k])  # (S4)
+            xb = xbar[k] * inv_d  # (S2)
+            lam[i, k] = lam[i, k] + 0.5 * s * (cur[i, k] - xb)  # (S3)
+            zbar[i, k] = 0.5 * (cur[i, k] + xb)  # (S4)
     if n_iter % 2 == 1:
         x[:, :] = xbuf
 
 
 def neighbour_mean_np(x, indptr, indices, degree):
     """(S2): x_bar_i = (1/d_i) sum_{j in N_i} x_j, rows summed in CSR order."""
-    return np.add.reduceat(x[indices], indptr[:-1], axis=0) / degree[:, None]
+    return np.add.reduceat(x[indices], indptr[:-1], axis=0) * (1.0 / degree)[:, None]
 
 
 def sync_node_run_np(n_iter, x, lam, rho, indptr, indices, degree, prox_batch):
@@ -177,6 +193,7 @@ def sync_node_run_np(n_iter, x, lam, rho, indptr, indices, degree, prox_batch):
     ``prox_batch(idx, v, s, x_warm)`` returns prox_{f_i/s_i}(v_i) for the agents ``idx``.
     """
     s = (rho * degree).astype(x.dtype)[:, None]
+    inv_s = (1.0 / (rho * degree)).astype(x.dtype)[:, None]
     lam = lam.copy()
     idx = np.arange(x.shape[0])
     zbar_prev = None
@@ -186,7 +203,7 @@ def sync_node_run_np(n_iter, x, lam, rho, indptr, indices, degree, prox_batch):
             lam += 0.5 * s * (x - xbar)  # (S3)
         if p == n_iter - 1:
             zbar_prev = 0.5 * (x + xbar)
-        v = 0.5 * (x + xbar) - lam / s  # (S4)
+        v = 0.5 * (x + xbar) - lam * inv_s  # (S4)
         x = prox_batch(idx, v, s[:, 0], x)  # (S1)
     xbar = neighbour_mean_np(x, indptr, indices, degree).astype(x.dtype)
     lam += 0.5 * s * (x - xbar)

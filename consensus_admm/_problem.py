@@ -49,7 +49,7 @@ class Packed:
         """NumPy twin of ``prox_node`` for the agents ``idx`` (rows of v, s, x_warm)."""
         sc = s[:, None]
         if self.kind == KIND_AVG:
-            return (self.g[idx] + sc * v) / (self.wgt[idx][:, None] + sc)
+            return (self.g[idx] + sc * v) * (1.0 / (self.wgt[idx][:, None] + sc))
         if self.kind == KIND_SEP:
             r = self.g[idx] + sc * v
             a = np.abs(r) - self.l1[idx][:, None]
