@@ -1,0 +1,140 @@
+"""Baselines in the same stack as MATRPO (paper §VI-A; matrpo-reference-code.md §5).
+
+I-TRPO
+    Every agent runs single-agent TRPO on its own observation, its own action head and its own private reward, with
+    its own advantage standardisation. No communication at all.
+C-TRPO
+    One centralized learner: a policy over the **joint** observation (all agents' observations concatenated) with one
+    head per agent, trained by single-agent TRPO on the team reward (sum of all agents' rewards). This is the issue's
+    upper reference. Departure from the original code, which ran agent 0's network on o^0 (plus velocities) with the
+    team reward given to agent 0: the joint observation makes C-TRPO a true centralized policy, as the paper describes.
+    The KL bound is the same per-learner ``max_kl`` (δ/N) as the original code used.
+
+Both use the original code's TRPO step (CG 10 iterations, damping 0.01, Fisher on every 5th sample, halving line
+search, KL <= 1.5 max_kl and no surrogate decrease), via ``trpo_core.trust_region_step``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..rollout import Rollout
+from .common import Learner, seed_sequence, standardize, trpo_policy_update, trpo_settings
+from .privacy import acting_as
+
+
+def _step_metrics(prefix: str, info) -> dict[str, float]:
+    return {
+        f"trpo/kl{prefix}": info.kl,
+        f"trpo/accepted{prefix}": float(info.accepted),
+        f"trpo/surrogate_improvement{prefix}": info.improvement,
+        f"trpo/backtracks{prefix}": float(info.n_backtracks),
+        f"trpo/cg_residual{prefix}": info.cg_residual,
+    }
+
+
+def _mean_over_agents(metrics: dict[str, float], keys: list[str], n: int) -> None:
+    for key in keys:
+        metrics[key] = float(np.mean([metrics[f"{key}_agent_{i}"] for i in range(n)]))
+
+
+class ITRPO:
+    """Independent TRPO learners, one per agent, no communication."""
+
+    name = "itrpo"
+
+    def __init__(self, obs_dims, n_actions, config: TrainConfig):
+        self.config = config
+        self.n_agents = len(obs_dims)
+        self.settings = trpo_settings(config)
+        self.agents = [
+            Learner(i, obs_dims[i], 1, n_actions[i], [0], config, seed_sequence(config.seed, 1, i))
+            for i in range(self.n_agents)
+        ]
+
+    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
+        cols = []
+        for i, agent in enumerate(self.agents):
+            with acting_as(i):
+                cols.append(agent.act(obs[i]))
+        return torch.cat(cols, dim=1)
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        m = rollout.n_steps * rollout.n_envs
+        metrics: dict[str, float] = {}
+        for i, agent in enumerate(self.agents):
+            with acting_as(i):
+                adv, ret, values = agent.advantages(
+                    rollout.obs[i], rollout.last_obs[i], rollout.done_index, rollout.final_obs[i],
+                    rollout.rewards[..., i], rollout.terminated, rollout.truncated, cfg,
+                )
+                obs = rollout.obs[i].reshape(m, -1)
+                vf = agent.fit_value(obs, ret.reshape(m), values.reshape(m))
+                adv = adv.reshape(m)
+                adv = standardize(adv, float(adv.mean()), float(adv.std()))
+                own_action = rollout.actions[..., i].reshape(m, 1)
+                info = trpo_policy_update(agent, obs, own_action, adv, self.settings)
+            metrics.update(_step_metrics(f"_agent_{i}", info))
+            metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
+            metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
+        _mean_over_agents(metrics, ["trpo/kl", "trpo/accepted", "trpo/surrogate_improvement", "value/loss",
+                                    "value/explained_variance"], self.n_agents)
+        metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"agents": [a.state_dict() for a in self.agents]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for a, s in zip(self.agents, state["agents"]):
+            a.load_state_dict(s)
+
+
+class CTRPO:
+    """One centralized TRPO learner over the joint observation and joint action, trained on the team reward."""
+
+    name = "ctrpo"
+
+    def __init__(self, obs_dims, n_actions, config: TrainConfig):
+        if len(set(n_actions)) != 1:
+            raise ValueError(f"C-TRPO's joint policy needs equal action counts per agent, got {n_actions}")
+        self.config = config
+        self.n_agents = len(obs_dims)
+        self.settings = trpo_settings(config)
+        self.learner = Learner(0, int(sum(obs_dims)), self.n_agents, n_actions[0], range(self.n_agents), config,
+                               seed_sequence(config.seed, 1, 0))
+
+    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
+        return self.learner.act(torch.cat(obs, dim=-1))
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        t, b = rollout.n_steps, rollout.n_envs
+        m = t * b
+        joint_obs = torch.cat(rollout.obs, dim=-1)
+        joint_last = torch.cat(rollout.last_obs, dim=-1)
+        joint_final = torch.cat(rollout.final_obs, dim=-1)
+        team_reward = rollout.rewards.sum(-1)
+        adv, ret, values = self.learner.advantages(
+            joint_obs, joint_last, rollout.done_index, joint_final, team_reward, rollout.terminated,
+            rollout.truncated, cfg,
+        )
+        obs = joint_obs.reshape(m, -1)
+        vf = self.learner.fit_value(obs, ret.reshape(m), values.reshape(m))
+        adv = adv.reshape(m)
+        adv = standardize(adv, float(adv.mean()), float(adv.std()))
+        info = trpo_policy_update(self.learner, obs, rollout.actions.reshape(m, self.n_agents), adv, self.settings)
+        metrics = _step_metrics("", info)
+        metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
+        metrics["value/loss"] = vf["value_loss"]
+        metrics["value/explained_variance"] = vf["explained_variance"]
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"learner": self.learner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.learner.load_state_dict(state["learner"])

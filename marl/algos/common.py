@@ -1,0 +1,239 @@
+"""Pieces every algorithm shares: a learner (policy + value + value fitter), GAE on a rollout, the TRPO settings.
+
+A :class:`Learner` keeps everything it owns in a :class:`~marl.algos.privacy.PrivateStore`, so decentralized
+algorithms can prove that agent i's update never reads agent j's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from trpo_core import (
+    MultiCategorical,
+    TRPOSettings,
+    ValueFitSettings,
+    ValueFitter,
+    compute_gae,
+    fisher_vector_product,
+    flat_grad,
+    trust_region_step,
+    unflatten,
+)
+
+from ..config import TrainConfig
+from ..networks import MultiHeadPolicy, ValueNet
+from ..rollout import next_values
+from .privacy import PrivateStore
+
+
+def trpo_settings(config: TrainConfig) -> TRPOSettings:
+    """The local trust-region step of the original MATRPO code, with ``max_kl`` from the config (δ/N)."""
+    t = config.trpo
+    return TRPOSettings.matrpo(
+        max_kl=config.max_kl,
+        damping=t.cg_damping,
+        cg_max_iter=t.cg_iters,
+        backtrack_coeff=t.ls_backtrack,
+        max_backtracks=t.ls_steps,
+        fvp_subsample_every=t.fvp_subsample,
+    )
+
+
+def seed_sequence(seed: int, *words: int) -> np.random.SeedSequence:
+    """A child seed for (run seed, purpose words...): independent streams that a resumed run re-derives."""
+    return np.random.SeedSequence([seed, *words])
+
+
+def torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+    return gen
+
+
+class Learner:
+    """One learner: a multi-head categorical policy over its own observation and a value network.
+
+    Parameters
+    ----------
+    owner : int
+        Agent index that owns this learner's private data.
+    obs_dim, n_heads, n_actions : int
+        Policy shape: logits [batch, n_heads, n_actions].
+    acting_heads : sequence of int
+        The heads whose samples are executed (MATRPO agent i: ``[i]``; C-TRPO: all; I-TRPO: ``[0]``).
+    config : TrainConfig
+    seed : int
+        Stream for this learner's initialisation, action sampling and value minibatches.
+    """
+
+    def __init__(self, owner: int, obs_dim: int, n_heads: int, n_actions: int, acting_heads, config: TrainConfig,
+                 seed: np.random.SeedSequence):
+        init_seq, act_seq, fit_seq = seed.spawn(3)
+        torch.manual_seed(int(init_seq.generate_state(1)[0]))
+        policy = MultiHeadPolicy(obs_dim, n_heads, n_actions, config.hidden_sizes, config.activation)
+        value = ValueNet(obs_dim, config.hidden_sizes, config.activation)
+        fit_rng = np.random.default_rng(fit_seq)
+        fitter = ValueFitter(
+            value,
+            ValueFitSettings(lr=config.vf_lr, epochs=max(config.vf_epochs, 1), minibatch_size=config.vf_minibatch),
+            seed=fit_rng,
+        )
+        self.owner = owner
+        self.acting_heads = torch.as_tensor(list(acting_heads), dtype=torch.long)
+        self.private = PrivateStore(
+            owner,
+            policy=policy,
+            value=value,
+            fitter=fitter,
+            fit_rng=fit_rng,
+            act_gen=torch_generator(act_seq),
+            batch=None,
+        )
+        self.vf_epochs = config.vf_epochs
+
+    # -- acting -----------------------------------------------------------------------------------------------------
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sample the acting heads: returns [B, len(acting_heads)] int64."""
+        logits = self.private.policy(obs)[:, self.acting_heads]
+        return MultiCategorical(logits).sample(self.private.act_gen)
+
+    # -- value function and advantages -----------------------------------------------------------------------------
+    def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated, config: TrainConfig):
+        """GAE on this learner's own rewards (paper eqs. 18-19). Returns (advantages, returns, values), [T, B]."""
+        value = self.private.value
+        with torch.no_grad():
+            t, b = rewards.shape
+            values = value(obs.reshape(t * b, -1)).reshape(t, b)
+            if config.gae_boundaries == "ignore":
+                # Original navigation code (finite=False): the trace runs straight through resets.
+                empty = done_index[:0]
+                nxt = next_values(value, obs, last_obs, empty, final_obs[:0], values)
+                term = torch.zeros_like(terminated)
+                trunc = torch.zeros_like(truncated)
+            else:
+                nxt = next_values(value, obs, last_obs, done_index, final_obs, values)
+                term, trunc = terminated, truncated
+            adv, ret = compute_gae(rewards, values, nxt, term, trunc, gamma=config.gamma, lam=config.gae_lambda)
+        return adv, ret, values
+
+    def fit_value(self, obs_flat: torch.Tensor, returns_flat: torch.Tensor, values_flat: torch.Tensor) -> dict:
+        """Regress V onto the returns (before the policy step, as the original code does)."""
+        var = float(returns_flat.var())
+        explained = 1.0 - float((returns_flat - values_flat).var()) / var if var > 0 else float("nan")
+        if self.vf_epochs == 0:
+            loss = float(((values_flat - returns_flat) ** 2).mean())
+            return {"value_loss": loss, "explained_variance": explained}
+        info = self.private.fitter.fit(obs_flat, returns_flat)
+        return {"value_loss": info.loss_after, "explained_variance": explained}
+
+    # -- checkpointing ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        p = self.private
+        return {
+            "policy": p.policy.state_dict(),
+            "value": p.value.state_dict(),
+            "value_optimizer": p.fitter.optimizer.state_dict(),
+            "fit_rng": p.fit_rng.bit_generator.state,
+            "act_gen": p.act_gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        p = self.private
+        p.policy.load_state_dict(state["policy"])
+        p.value.load_state_dict(state["value"])
+        p.fitter.optimizer.load_state_dict(state["value_optimizer"])
+        p.fit_rng.bit_generator.state = state["fit_rng"]
+        p.act_gen.set_state(state["act_gen"])
+
+
+@dataclass
+class PolicyEvaluator:
+    """Evaluates a policy at flat parameter vectors without touching the module, caching the last forward.
+
+    A line search asks for the loss and the KL at the same candidate; both come from one forward pass.
+    """
+
+    policy: torch.nn.Module
+    obs: torch.Tensor
+    _names: list | None = None
+    _like: list | None = None
+    _last: tuple | None = None
+
+    def __post_init__(self) -> None:
+        named = [(n, p) for n, p in self.policy.named_parameters() if p.requires_grad]
+        self._names = [n for n, _ in named]
+        self._like = [p for _, p in named]
+
+    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+        if self._last is not None and self._last[0] is theta:
+            return self._last[1]
+        params = dict(zip(self._names, unflatten(theta, self._like)))
+        with torch.no_grad():
+            out = functional_call(self.policy, params, (self.obs,))
+        self._last = (theta, out)
+        return out
+
+
+def standardize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return (x - mean) / (std + 1e-8)
+
+
+def episode_metrics(episodes: list[dict]) -> dict[str, float]:
+    """Mean per-episode statistics: team return (sum over agents and steps), per-agent returns, env metrics."""
+    if not episodes:
+        return {}
+    out: dict[str, float] = {}
+    returns = np.stack([ep["return"] for ep in episodes])
+    out["env/return"] = float(returns.sum(axis=1).mean())
+    for i in range(returns.shape[1]):
+        out[f"env/return_agent_{i}"] = float(returns[:, i].mean())
+    out["env/episode_length"] = float(np.mean([ep["length"] for ep in episodes]))
+    out["env/episodes"] = float(len(episodes))
+    keys = [k for k in episodes[0] if k not in ("return", "length")]
+    for k in keys:
+        out[f"env/{k}"] = float(np.mean([ep[k] for ep in episodes]))
+    return out
+
+
+ActFn = Callable[[list[torch.Tensor]], torch.Tensor]
+
+
+def trpo_policy_update(learner: Learner, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor,
+                       settings: TRPOSettings):
+    """One single-agent TRPO step (I-TRPO, C-TRPO) on the learner's acting heads.
+
+    Surrogate (Schulman et al. 2015, eq. 14): L(theta) = (1/M) sum_m exp(log pi_theta(a_m|o_m) - log pi_old(a_m|o_m)) A_m,
+    KL = mean_m KL(pi_old(.|o_m) || pi_theta(.|o_m)) over the acting heads; step by ``trpo_core.trust_region_step``.
+    """
+    policy = learner.private.policy
+    heads = learner.acting_heads
+
+    def dist_of(logits: torch.Tensor) -> MultiCategorical:
+        return MultiCategorical(logits[:, heads])
+
+    logits = policy(obs)
+    dist = dist_of(logits)
+    logp = dist.log_prob(actions)
+    logp_old = logp.detach()
+    old_dist = dist.detach()
+    surrogate = (torch.exp(logp - logp_old) * adv).mean()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    g = flat_grad(surrogate, params)
+    evaluator = PolicyEvaluator(policy, obs)
+    fvp = fisher_vector_product(policy, lambda o: dist_of(policy(o)), obs, form=settings.fisher_form,
+                                subsample_every=settings.fvp_subsample_every)
+
+    def surrogate_fn(theta: torch.Tensor) -> float:
+        d = dist_of(evaluator.logits(theta))
+        return float((torch.exp(d.log_prob(actions) - logp_old) * adv).mean())
+
+    def kl_fn(theta: torch.Tensor) -> float:
+        return float(old_dist.kl(dist_of(evaluator.logits(theta))).mean())
+
+    _, info = trust_region_step(policy, fvp, kl_fn=kl_fn, surrogate_fn=surrogate_fn, settings=settings, gradient=g)
+    return info

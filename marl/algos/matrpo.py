@@ -1,0 +1,460 @@
+r"""MATRPO: multi-agent trust region policy optimization by asynchronous consensus ADMM (Li & He).
+
+Problem (paper eq. 8, sample form eq. 21). Every agent i learns a local model of the *joint* policy,
+pi^i(a | o^i) = prod_n pi^i(a^n | o^i), from its own observation o^i and its own reward r^i. The agents must agree,
+on every sampled (o_m, a_m), on the per-head log-ratios, while each stays inside its own trust region:
+
+    max_{theta^i}  sum_i (1/M) sum_m exp(sum_n l^i_{n,m}) A^i_m
+    s.t.           l^i_{n,m} = l^j_{n,m}   for every edge (i, j) of the communication graph
+                   KLbar(theta_old^i || theta^i) <= delta / N,
+
+with l^i_{n,m}(theta) = log pi^i(a^n_m | o^i_m; theta) - log pi^i(a^n_m | o^i_m; theta_old) (paper §V-B).
+
+Symbols
+-------
+=============  ===========================  =====================  =========================================
+paper          code                         shape                  meaning
+=============  ===========================  =====================  =========================================
+M              ``n_samples``                                       samples in the batch (T * B)
+N              ``n_agents``                                        agents = heads per policy
+A^q            ``adv``                      [M]                    agent q's (normalised) GAE advantage
+l^q            ``logratio`` / ``x``         [N, M] (flat N*M)      per-head log-ratio at theta^q
+J^{qn}         autograd through the policy  [M, P]                 Jacobian of l^q_n at theta_old
+H^q            ``fvp`` (F + damping I)      [P, P]                 Fisher = Hessian of the mean KL
+z_e            ``engine.z[e]``              [N*M]                  edge estimate (edge form, see below)
+y_e^q, C_e^q   ``engine.duals[e, s]``       [N*M]                  lambda_{e,q} = C_e^q y_e^q
+beta           ``penalty``                                         ADMM penalty
+delta/N        ``max_kl``                                          per-agent trust region
+=============  ===========================  =====================  =========================================
+
+The paper's signed form (9)-(12) with estimates z_e^q, z_e^i + z_e^j = 0, is the ordinary edge form of consensus
+ADMM (``consensus_admm.EdgeConsensus``: constraints l^q = z_e, duals lambda_{e,q}) under the change of variables
+z_e^q = C_e^q z_e and lambda_{e,q} = C_e^q y_e^q. In those variables eq. (22) reads, for the active edge e = (i, j)
+and each endpoint q in {i, j}:
+
+(M1)  w^q = A^q (tiled over the N heads) - sum_{e' in E(q)} lambda_{e',q} + beta sum_{e' in E(q)} z_{e'}
+(M2)  V^q = (1/M) sum_n J^{qn T} w^q_n                               (a vector-Jacobian product at theta_old)
+(M3)  s^q = (H^q + damping I)^{-1} V^q                               (conjugate gradient, 10 iterations)
+(M4)  theta^q = theta_old^q + sqrt(2 (delta/N) / s^T H s) s          (closed form (22): step to the KL boundary)
+(M5)  [linesearch] backtrack theta_old + 0.5^k (theta^q - theta_old) until KL <= 1.5 delta/N and the nonlinear
+      augmented Lagrangian
+          L^q(theta) = -(1/M) sum_m exp(sum_n l_{n,m}) A_m
+                       + (1/M) sum_{e in E(q)} sum_{n,m} [lambda_{e,q} (l - z_e) + (beta/2) (l - z_e)^2]
+      does not increase; otherwise theta^q = theta_old^q                   (original code, §4.4)
+(M6)  x^q = l^q(theta^q) ("true") or J^q (theta^q - theta_old^q) ("linearized", eq. 22)
+(M7)  z_e = (x^i + x^j)/2 + (lambda_{e,i} + lambda_{e,j}) / (2 beta);  lambda_{e,q} += beta (x^q - z_e)
+      (equivalent to nu_e, z_e^q, y_e^q of eq. 22; done by ``EdgeConsensus.exchange``)
+
+Every ADMM iteration restarts the endpoint from theta_old (x^q = theta^q - theta_old^q in the paper's proof); each
+agent keeps the theta of its last endpoint update for the next rollout (original code).
+
+What crosses an edge: each endpoint sends its x^q (N*M floats) and its dual lambda_{e,q} (N*M floats). Nothing else
+leaves an agent: its observations, rewards, advantages, values and parameters stay private (enforced in tests with
+:mod:`marl.algos.privacy`). The joint action is the one global quantity the paper allows (§IV-D).
+
+Departures from the paper and from the original code (matrpo-reference-code.md §8, §11), each a switch:
+
+- ``admm.edge_order``: "random" (paper, Algorithm 1; default) or "cyclic" (original code).
+- ``admm.theta_update``: "linesearch" (original code: CG + backtracking on the nonlinear Lagrangian; default) or
+  "closed_form" (eq. 22 with the CG solve of H^{-1} V).
+- ``admm.exchange``: "true" log-ratio (original; default) or "linearized" J (theta - theta_old) (paper).
+- ``admm.dual_init``: initial y (original 1.0, paper unspecified; default 0.0). With lambda = C y and C = +1 at the
+  lower-indexed endpoint, y = c gives lambda_{e,i} = c, lambda_{e,j} = -c; equivalent to 0 on the ring (§4.5).
+- ``admm.adv_norm``: "pooled" standardises with the mean and std over all agents and samples, as the original code
+  does, but computes those two numbers by average consensus over the graph (``consensus_admm.solve`` with
+  ``Averaging`` objectives), so no agent reads another's advantages; "per_agent"; "none".
+- ``gae_boundaries``: "correct" (cut at termination, bootstrap V(final obs) at truncation; default) or "ignore"
+  (original navigation runs, finite=False).
+- Warm-started CG (``trpo.warm_start_cg``): each agent starts CG from its previous direction in the same outer
+  iteration. H^q is fixed within an outer iteration, so this only speeds up the solve.
+- The CG right-hand side (M2) is a vector-Jacobian product through a graph built once per outer iteration at
+  theta_old, and the Fisher product (every 5th sample, as the original code) is built once per outer iteration too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, solve
+from trpo_core import (
+    MultiCategorical,
+    StepStatus,
+    fisher_vector_product,
+    flat_params,
+    max_step_length,
+    natural_gradient_direction,
+    set_flat_params,
+    trust_region_step,
+    unflatten,
+)
+
+from ..config import TrainConfig
+from ..rollout import Rollout
+from .common import Learner, PolicyEvaluator, seed_sequence, standardize, trpo_settings
+from .privacy import acting_as
+
+
+def communication_graph(name: str, n_agents: int, *, p: float = 0.5, seed: int = 0) -> nx.Graph:
+    """Return the communication graph over agents ``0..n_agents-1`` (ring by default, as in the paper)."""
+    if name == "ring":
+        return nx.cycle_graph(n_agents) if n_agents > 2 else nx.path_graph(n_agents)
+    if name == "complete":
+        return nx.complete_graph(n_agents)
+    if name == "star":
+        return nx.star_graph(n_agents - 1)
+    if name == "path":
+        return nx.path_graph(n_agents)
+    if name == "erdos_renyi":
+        rng = np.random.default_rng(seed)
+        for _ in range(1000):
+            g = nx.erdos_renyi_graph(n_agents, p, seed=int(rng.integers(2**31)))
+            if nx.is_connected(g):
+                return g
+        raise ValueError(f"could not draw a connected Erdos-Renyi graph with n={n_agents}, p={p}; raise admm.graph_p")
+    raise ValueError(f"graph must be one of ring, complete, star, path, erdos_renyi; got {name!r}")
+
+
+@dataclass(frozen=True)
+class LocalUpdateInfo:
+    """What one endpoint update did (agent-local diagnostics)."""
+
+    accepted: bool
+    kl: float
+    lagrangian_before: float
+    lagrangian_after: float
+    cg_iterations: int
+    cg_residual: float
+
+
+class MATRPOAgent(Learner):
+    """Agent q of MATRPO: N-head policy over its own observation, value net, and its private batch."""
+
+    def __init__(self, owner, obs_dim, n_agents, n_actions, config: TrainConfig, seed):
+        super().__init__(owner, obs_dim, n_agents, n_actions, [owner], config, seed)
+        self.n_agents = n_agents
+        self.penalty = config.admm_penalty
+        self.exchange_mode = config.admm.exchange
+        self.theta_update = config.admm.theta_update
+        self.warm_start = config.trpo.warm_start_cg
+        self.settings = trpo_settings(config)
+
+    # -- once per outer iteration ----------------------------------------------------------------------------------
+    def prepare(self, obs: torch.Tensor, joint_actions: torch.Tensor, advantages: torch.Tensor) -> None:
+        """Fix theta_old and build, once, everything the ADMM iterations reuse (graph for (M2), Fisher for (M3))."""
+        p = self.private
+        policy = p.policy
+        named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
+        theta_leaves = [q.detach().clone().requires_grad_(True) for _, q in named]
+        logits = functional_call(policy, dict(zip([n for n, _ in named], theta_leaves)), (obs,))
+        dist = MultiCategorical(logits)
+        logp_graph = dist.log_prob_per_head(joint_actions)  # [N, M], graph kept for (M2)
+        p.batch = {
+            "obs": obs,
+            "actions": joint_actions,
+            "adv": advantages,
+            "theta_old": flat_params(policy).clone(),
+            "theta_leaves": theta_leaves,
+            "logp_graph": logp_graph,
+            "logp_old": logp_graph.detach(),
+            "old_dist": dist.detach(),
+            "fvp": fisher_vector_product(
+                policy, lambda o: MultiCategorical(policy(o)), obs, form=self.settings.fisher_form,
+                damping=0.0, subsample_every=self.settings.fvp_subsample_every,
+            ),
+            "evaluator": PolicyEvaluator(policy, obs),
+            "cg_x0": None,
+            "x": torch.zeros(logp_graph.numel(), dtype=torch.float64),
+        }
+
+    # -- (M1)-(M6) -----------------------------------------------------------------------------------------------
+    def local_update(self, z_sum: np.ndarray, dual_sum: np.ndarray, degree: int) -> tuple[np.ndarray, LocalUpdateInfo]:
+        """Endpoint update of eq. (22) from the two sums this agent holds for its incident edges.
+
+        Parameters
+        ----------
+        z_sum, dual_sum : ndarray [N*M]
+            sum_{e in E(q)} z_e and sum_{e in E(q)} lambda_{e,q} (agent q's own copies of its edges' state).
+        degree : int
+            |E(q)|.
+
+        Returns
+        -------
+        x : ndarray [N*M]   what agent q sends on the active edge (M6)
+        info : LocalUpdateInfo
+        """
+        p = self.private
+        b = p.batch
+        policy = p.policy
+        n, m = b["logp_old"].shape
+        rho = self.penalty
+        adv = b["adv"]
+        zs = torch.from_numpy(z_sum).view(n, m).to(adv.dtype)
+        ds = torch.from_numpy(dual_sum).view(n, m).to(adv.dtype)
+        # (M1)
+        w = adv.unsqueeze(0) - ds + rho * zs
+        # (M2)
+        grads = torch.autograd.grad(b["logp_graph"], b["theta_leaves"], grad_outputs=w / m, retain_graph=True)
+        g = torch.cat([t.reshape(-1) for t in grads])
+        theta_old = b["theta_old"]
+        evaluator: PolicyEvaluator = b["evaluator"]
+        old_dist = b["old_dist"]
+        actions = b["actions"]
+        logp_old = b["logp_old"]
+
+        def logratio(theta: torch.Tensor) -> torch.Tensor:
+            return MultiCategorical(evaluator.logits(theta)).log_prob_per_head(actions) - logp_old
+
+        def kl(theta: torch.Tensor) -> float:
+            return float(old_dist.kl(MultiCategorical(evaluator.logits(theta))).mean())
+
+        def lagrangian(theta: torch.Tensor) -> float:
+            # (M5), constants independent of theta dropped (they cancel in the acceptance test).
+            lr = logratio(theta)
+            surrogate = (torch.exp(lr.sum(0)) * adv).mean()
+            penalty = (lr * ds).sum() + rho * (0.5 * degree * (lr * lr).sum() - (lr * zs).sum())
+            return float(-surrogate + penalty / m)
+
+        x0 = b["cg_x0"] if self.warm_start else None
+        if self.theta_update == "linesearch":
+            new_theta, info = trust_region_step(
+                policy, b["fvp"], kl_fn=kl, loss_fn=lagrangian, settings=self.settings, gradient=g, cg_x0=x0
+            )
+            accepted = info.status is StepStatus.ACCEPTED
+            result = LocalUpdateInfo(accepted, info.kl, info.loss_before, info.loss_after, info.cg_n_iter,
+                                     info.cg_residual)
+            direction = new_theta - theta_old if accepted else None
+        else:
+            # Closed form (22): the CG direction scaled to the KL boundary, no line search.
+            s, cg = natural_gradient_direction(b["fvp"], g, self.settings, x0=x0)
+            curvature = b["fvp"](s) + self.settings.damping * s
+            beta = max_step_length(s, curvature, self.settings.max_kl)
+            accepted = bool(g.any()) and math.isfinite(beta)
+            new_theta = theta_old + beta * s if accepted else theta_old.clone()
+            set_flat_params(policy, new_theta)
+            before = lagrangian(theta_old)
+            result = LocalUpdateInfo(accepted, kl(new_theta) if accepted else 0.0, before,
+                                     lagrangian(new_theta) if accepted else before, cg.n_iter, cg.residual_norm)
+            direction = new_theta - theta_old if accepted else None
+        if self.warm_start and direction is not None:
+            b["cg_x0"] = _cg_warm_start(b["fvp"], self.settings.damping, g, direction)
+        # (M6)
+        if not accepted:
+            x = torch.zeros_like(logp_old)
+        elif self.exchange_mode == "true":
+            x = logratio(new_theta)
+        else:
+            x = self._linearized_logratio(new_theta - theta_old)
+        b["x"] = x.reshape(-1).to(torch.float64)
+        return b["x"].numpy().copy(), result
+
+    def _linearized_logratio(self, delta: torch.Tensor) -> torch.Tensor:
+        """J (theta - theta_old) by one forward-mode pass at theta_old (eq. 22's linearisation)."""
+        p = self.private
+        b = p.batch
+        policy = p.policy
+        named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
+        names = [n for n, _ in named]
+        primals = {n: t.detach() for n, t in zip(names, b["theta_leaves"])}
+        tangents = dict(zip(names, unflatten(delta, [t for t in b["theta_leaves"]])))
+
+        def logp(params):
+            return MultiCategorical(functional_call(policy, params, (b["obs"],))).log_prob_per_head(b["actions"])
+
+        _, jv = torch.func.jvp(logp, (primals,), (tangents,))
+        return jv.detach()
+
+    def current_x(self) -> np.ndarray:
+        return self.private.batch["x"].numpy()
+
+    def final_diagnostics(self) -> tuple[float, float]:
+        """(KL(theta_old || theta), surrogate improvement) of the parameters this agent ends the iteration with."""
+        b = self.private.batch
+        theta = flat_params(self.private.policy)
+        dist = MultiCategorical(b["evaluator"].logits(theta))
+        ratio = torch.exp(dist.log_prob(b["actions"]) - b["logp_old"].sum(0))
+        surrogate_gain = float(((ratio - 1.0) * b["adv"]).mean())
+        return float(b["old_dist"].kl(dist).mean()), surrogate_gain
+
+    def release(self) -> None:
+        """Drop the per-iteration graphs."""
+        self.private.batch = None
+
+
+def _cg_warm_start(fvp, damping: float, g: torch.Tensor, direction: torch.Tensor) -> torch.Tensor | None:
+    """CG warm start for the next solve: the previous natural-gradient direction rescaled to the new gradient.
+
+    The step theta - theta_old = beta * s has lost the scale of s; rescale the direction so that its projection on
+    the current gradient matches a unit Fisher model, i.e. minimise 0.5 a^2 d^T F d - a g^T d over a.
+    """
+    fd = fvp(direction) + damping * direction
+    dfd = float(direction @ fd)
+    if not math.isfinite(dfd) or dfd <= 0:
+        return None
+    return direction * (float(g @ direction) / dfd)
+
+
+class MATRPO:
+    """Fully decentralized MATRPO over a communication graph (see the module docstring for the math)."""
+
+    name = "matrpo"
+
+    def __init__(self, obs_dims, n_actions, config: TrainConfig):
+        n_agents = len(obs_dims)
+        if len(set(n_actions)) != 1:
+            raise ValueError(f"MATRPO's joint-policy heads need equal action counts, got {n_actions}")
+        self.config = config
+        self.n_agents = n_agents
+        self.agents = [
+            MATRPOAgent(i, obs_dims[i], n_agents, n_actions[i], config, seed_sequence(config.seed, 1, i))
+            for i in range(n_agents)
+        ]
+        self.graph = communication_graph(config.admm.graph, n_agents, p=config.admm.graph_p, seed=config.seed)
+
+    # -- rollout ---------------------------------------------------------------------------------------------------
+    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
+        """Each agent samples its own head from pi^i(. | o^i) (the other heads' samples would be discarded)."""
+        cols = []
+        for i, agent in enumerate(self.agents):
+            with acting_as(i):
+                cols.append(agent.act(obs[i]))
+        return torch.cat(cols, dim=1)
+
+    # -- one outer iteration ---------------------------------------------------------------------------------------
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        t, b = rollout.n_steps, rollout.n_envs
+        m = t * b
+        joint_actions = rollout.actions.reshape(m, self.n_agents)
+        metrics: dict[str, float] = {}
+        advs = []
+        # Each agent: GAE on its own reward, then value regression (before the policy step, original code §3).
+        for i, agent in enumerate(self.agents):
+            with acting_as(i):
+                adv, ret, values = agent.advantages(
+                    rollout.obs[i], rollout.last_obs[i], rollout.done_index, rollout.final_obs[i],
+                    rollout.rewards[..., i], rollout.terminated, rollout.truncated, cfg,
+                )
+                vf = agent.fit_value(rollout.obs[i].reshape(m, -1), ret.reshape(m), values.reshape(m))
+                advs.append(adv.reshape(m))
+            metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
+            metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
+        advs, norm_floats = self._normalize_advantages(advs, iteration)
+        for i, agent in enumerate(self.agents):
+            with acting_as(i):
+                agent.prepare(rollout.obs[i].reshape(m, -1), joint_actions, advs[i])
+        metrics.update(self._consensus(m, iteration))
+        metrics["comm/floats_adv_norm"] = norm_floats
+        for i, agent in enumerate(self.agents):
+            with acting_as(i):
+                kl, gain = agent.final_diagnostics()
+                agent.release()
+            metrics[f"trpo/kl_agent_{i}"] = kl
+            metrics[f"trpo/surrogate_improvement_agent_{i}"] = gain
+        metrics["trpo/kl"] = float(np.mean([metrics[f"trpo/kl_agent_{i}"] for i in range(self.n_agents)]))
+        metrics["trpo/surrogate_improvement"] = float(
+            np.sum([metrics[f"trpo/surrogate_improvement_agent_{i}"] for i in range(self.n_agents)])
+        )
+        metrics["value/loss"] = float(np.mean([metrics[f"value/loss_agent_{i}"] for i in range(self.n_agents)]))
+        metrics["value/explained_variance"] = float(
+            np.mean([metrics[f"value/explained_variance_agent_{i}"] for i in range(self.n_agents)])
+        )
+        return metrics
+
+    def _normalize_advantages(self, advs: list[torch.Tensor], iteration: int) -> tuple[list[torch.Tensor], float]:
+        mode = self.config.admm.adv_norm
+        if mode == "none":
+            return advs, 0.0
+        if mode == "per_agent":
+            return [standardize(a, float(a.mean()), float(a.std())) for a in advs], 0.0
+        # "pooled": the network-wide mean of (mean_i, mean of squares_i) by average consensus (equal M per agent).
+        local = np.array([[float(a.mean()), float((a.double() ** 2).mean())] for a in advs])
+        result = solve(
+            [Averaging(local[i]) for i in range(self.n_agents)],
+            self.graph,
+            ADMMSettings(method="sync", eps_abs=1e-12, eps_rel=1e-10, max_iter=5000),
+            seed=self.config.seed + iteration,
+        )
+        out = []
+        n = len(advs[0])
+        for i, a in enumerate(advs):
+            mean, mean_sq = result.x[i]
+            # Unbiased std, as torch.std on the pooled sample would give.
+            var = max(mean_sq - mean * mean, 0.0) * (self.n_agents * n) / max(self.n_agents * n - 1, 1)
+            out.append(standardize(a, mean, math.sqrt(var)))
+        return out, float(result.floats_sent)
+
+    def _consensus(self, m: int, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        n = self.n_agents
+        engine = EdgeConsensus(
+            self.graph,
+            n * m,
+            penalty=cfg.admm_penalty,
+            schedule=cfg.admm.edge_order,
+            drop_prob=cfg.admm.drop_prob,
+            seed=np.random.default_rng(seed_sequence(cfg.seed, 2, iteration)),
+        )
+        if cfg.admm.dual_init != 0.0:
+            duals = np.zeros_like(engine.duals)
+            duals[:, 0] = cfg.admm.dual_init  # C = +1 at the lower-indexed endpoint
+            duals[:, 1] = -cfg.admm.dual_init
+            engine.reset(duals=duals)
+        accepted = np.zeros(n)
+        updates = np.zeros(n)
+        lag_gain = np.zeros(n)
+        dual = []
+        dropped = 0
+        for _ in range(cfg.admm_iterations):
+            e = engine.next_edge()
+            i, j = (int(v) for v in engine.edges[e])
+            xs = {}
+            for q in (i, j):
+                z_sum, dual_sum = engine.penalty_terms(q)
+                with acting_as(q):
+                    xs[q], info = self.agents[q].local_update(z_sum, dual_sum, int(engine.degree[q]))
+                accepted[q] += info.accepted
+                updates[q] += 1
+                lag_gain[q] += info.lagrangian_before - info.lagrangian_after
+            ex = engine.exchange(e, xs[i], xs[j])
+            dropped += not ex.delivered
+            dual.append(float(ex.dual_residual))
+        # Consensus error: the largest disagreement of the agents' current log-ratios across any edge.
+        xs_now = [a.current_x() for a in self.agents]
+        cons = max(float(np.max(np.abs(xs_now[a] - xs_now[c]))) for a, c in engine.edges)
+        tail = max(1, len(dual) // 10)
+        out = {
+            "admm/consensus_error": cons,
+            # inf-norms: max over edges of ||x_q - z_e|| with the agents' final x, and rho ||z_e - z_e_prev|| over
+            # the last 10% of exchanges.
+            "admm/primal_residual": engine.primal_residual(np.stack(xs_now)),
+            "admm/dual_residual": float(np.mean(dual[-tail:])),
+            "admm/edge_activations": float(cfg.admm_iterations),
+            "trpo/accepted_fraction": float(accepted.sum() / max(updates.sum(), 1)),
+            "trpo/lagrangian_improvement": float(lag_gain.sum() / max(updates.sum(), 1)),
+            "admm/dropped_exchanges": float(dropped),
+            # The engine counts what crossed each edge: x^q (N*M floats) per message, plus lambda_{e,q} while the
+            # edge's duals are not yet known to cancel (lambda_{e,i} + lambda_{e,j} != 0).
+            "comm/messages_total": float(engine.messages_sent.sum()),
+            "comm/floats_sent_total": float(engine.floats_sent.sum()),
+        }
+        for q in range(n):
+            out[f"comm/floats_sent_agent_{q}"] = float(engine.floats_sent[q])
+        return out
+
+    # -- checkpointing ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"agents": [a.state_dict() for a in self.agents]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for a, s in zip(self.agents, state["agents"]):
+            a.load_state_dict(s)
+
+    def policies(self):
+        """(policy module, acting heads) per executing learner, for evaluation."""
+        return [(a.private.policy, a.acting_heads) for a in self.agents]

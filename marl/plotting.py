@@ -1,0 +1,81 @@
+"""Learning curves from run directories: mean and spread over seeds, one line per algorithm (needs matplotlib)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """Columns of ``run_dir/metrics.csv`` as float arrays (missing cells are NaN)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics.csv in {run_dir}")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        for key, value in row.items():
+            cols[key].append(float(value) if value not in ("", None) else np.nan)
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def run_label(run_dir: str | Path) -> str:
+    """The curve a run belongs to: its algorithm (from config.json), else its parent directory's name."""
+    cfg = Path(run_dir) / "config.json"
+    if cfg.exists():
+        return json.loads(cfg.read_text())["algo"]
+    return Path(run_dir).parent.name
+
+
+def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return", smooth: int = 1) -> Path:
+    """Plot ``metric`` against environment steps; runs with the same label are averaged (shaded: ±1 std).
+
+    Parameters
+    ----------
+    run_dirs : iterable of paths
+    out : path of the image to write (PNG, PDF, SVG …)
+    metric : a metrics.csv column
+    smooth : moving-average window in iterations (1 = none)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if smooth < 1:
+        raise ValueError(f"smooth must be >= 1, got {smooth}")
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for d in run_dirs:
+        cols = read_metrics(d)
+        if metric not in cols:
+            raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
+        y = cols[metric]
+        if smooth > 1:
+            kernel = np.ones(smooth) / smooth
+            y = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="valid")
+        x = cols["env/steps"][len(cols["env/steps"]) - len(y):]
+        groups[run_label(d)].append((x, y))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curves in sorted(groups.items()):
+        n = min(len(y) for _, y in curves)
+        x = curves[0][0][:n]
+        ys = np.stack([y[:n] for _, y in curves])
+        mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
+        ax.plot(x, mean, label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(x, mean - std, mean + std, alpha=0.25)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,142 @@
+"""On-policy rollouts from a batched environment (``marl.envs.VectorEnv``).
+
+A rollout of T steps over B environment copies is stored time-major. Sample index ``m = t * B + b`` is the same
+environment step for every agent, so per-sample consensus variables line up across agents
+(matrpo-reference-code.md §11: "the samples must stay aligned across agents").
+
+What belongs to whom: agent i's *private* data are ``obs[i]``, ``rewards[..., i]`` and everything derived from them
+(values, advantages); the joint action ``actions`` is the one piece of global information the paper allows (§IV-D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Rollout:
+    """T steps x B environments of experience.
+
+    Attributes
+    ----------
+    obs : list of Tensor [T, B, obs_dim_i] (float32), one per agent.
+    last_obs : list of Tensor [B, obs_dim_i]: observations after the last step (for bootstrapping).
+    actions : Tensor [T, B, n_agents] (int64): the executed joint action.
+    rewards : Tensor [T, B, n_agents] (float32): each agent's own reward.
+    terminated, truncated : Tensor [T, B] (bool).
+    done_index : LongTensor [K, 2]: (t, b) of every step after which the environment was reset.
+    final_obs : list of Tensor [K, obs_dim_i]: the true next observation at those steps.
+    episodes : per finished episode: ``return`` [n_agents] and the environment's convention-free metrics.
+    """
+
+    obs: list[torch.Tensor]
+    last_obs: list[torch.Tensor]
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    done_index: torch.Tensor
+    final_obs: list[torch.Tensor]
+    episodes: list[dict] = field(default_factory=list)
+
+    @property
+    def n_steps(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def n_envs(self) -> int:
+        return self.actions.shape[1]
+
+
+def collect_rollout(
+    venv,
+    act: Callable[[list[torch.Tensor]], torch.Tensor],
+    obs: list[np.ndarray],
+    n_steps: int,
+) -> tuple[Rollout, list[np.ndarray]]:
+    """Run ``n_steps`` joint steps; return the rollout and the observations to continue from.
+
+    Parameters
+    ----------
+    venv : VectorEnv (auto-resetting, see ``marl.envs``).
+    act : maps the per-agent observation tensors ``[B, obs_dim_i]`` to joint actions ``[B, n_agents]`` (int64).
+    obs : the current observations (from ``venv.reset`` or a previous rollout).
+    n_steps : T.
+    """
+    n_agents = venv.n_agents
+    obs_buf = [[] for _ in range(n_agents)]
+    act_buf, rew_buf, term_buf, trunc_buf = [], [], [], []
+    done_idx: list[tuple[int, int]] = []
+    final_buf = [[] for _ in range(n_agents)]
+    episodes: list[dict] = []
+    metric_keys: list[str] | None = None
+    for t in range(n_steps):
+        obs_t = [torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)) for o in obs]
+        with torch.no_grad():
+            actions = act(obs_t)
+        actions_np = actions.numpy()
+        obs, rewards, terminated, truncated, info = venv.step(actions_np)
+        for i in range(n_agents):
+            obs_buf[i].append(obs_t[i])
+        act_buf.append(actions)
+        rew_buf.append(torch.from_numpy(np.asarray(rewards, dtype=np.float32)))
+        term_buf.append(torch.from_numpy(np.asarray(terminated, dtype=bool)))
+        trunc_buf.append(torch.from_numpy(np.asarray(truncated, dtype=bool)))
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            envs = np.flatnonzero(done)
+            final = info["final_obs"]
+            for i in range(n_agents):
+                final_buf[i].append(torch.from_numpy(np.asarray(final[i][envs], dtype=np.float32)))
+            done_idx.extend((t, int(b)) for b in envs)
+            if metric_keys is None:
+                metric_keys = [k for k, v in info.items() if _is_per_env_metric(k, v, done.shape[0])]
+            for b in envs:
+                ep = {"return": np.asarray(info["episode_return"][b], dtype=np.float64).copy()}
+                ep["length"] = int(info["episode_length"][b])
+                for k in metric_keys:
+                    ep[k] = float(np.asarray(info[k])[b])
+                episodes.append(ep)
+    rollout = Rollout(
+        obs=[torch.stack(o) for o in obs_buf],
+        last_obs=[torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)) for o in obs],
+        actions=torch.stack(act_buf),
+        rewards=torch.stack(rew_buf),
+        terminated=torch.stack(term_buf),
+        truncated=torch.stack(trunc_buf),
+        done_index=torch.tensor(done_idx, dtype=torch.long).reshape(-1, 2),
+        final_obs=[torch.cat(f) if f else torch.zeros(0, o.shape[-1]) for f, o in zip(final_buf, obs)],
+        episodes=episodes,
+    )
+    return rollout, obs
+
+
+def _is_per_env_metric(key: str, value, n_envs: int) -> bool:
+    if key in ("final_obs", "episode_return", "episode_length"):
+        return False
+    arr = np.asarray(value) if not isinstance(value, list) else None
+    return arr is not None and arr.shape == (n_envs,) and np.issubdtype(arr.dtype, np.number)
+
+
+def next_values(
+    value_fn: Callable[[torch.Tensor], torch.Tensor],
+    obs: torch.Tensor,
+    last_obs: torch.Tensor,
+    done_index: torch.Tensor,
+    final_obs: torch.Tensor,
+    values: torch.Tensor,
+) -> torch.Tensor:
+    """V(o_{t+1}) for every step: the next stored observation, or the true final one where the env was reset.
+
+    ``values`` is V(obs) [T, B]; returns [T, B].
+    """
+    nxt = torch.empty_like(values)
+    nxt[:-1] = values[1:]
+    nxt[-1] = value_fn(last_obs)
+    if done_index.numel():
+        nxt[done_index[:, 0], done_index[:, 1]] = value_fn(final_obs)
+    return nxt
