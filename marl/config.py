@@ -89,11 +89,13 @@ class TRPOConfig:
     ls_steps: int = 10  # backtracking tries
     ls_backtrack: float = 0.5  # step shrink factor per try
     warm_start_cg: bool = True  # start CG from the agent's previous direction (MATRPO inner loop)
+    cg_iters_warm: int = 5  # CG iterations of a warm-started solve
 
     def __post_init__(self) -> None:
         if self.max_kl is not None:
             _check_positive("trpo.max_kl", self.max_kl)
         _check_positive("trpo.cg_iters", self.cg_iters)
+        _check_positive("trpo.cg_iters_warm", self.cg_iters_warm)
         _check_positive("trpo.cg_damping", self.cg_damping, allow_zero=True)
         _check_positive("trpo.fvp_subsample", self.fvp_subsample)
         _check_positive("trpo.ls_steps", self.ls_steps)
@@ -115,6 +117,7 @@ class ADMMConfig:
     dual_init: float = 0.0  # initial duals y (original code: 1.0; equivalent on the ring)
     drop_prob: float = 0.0  # probability that a message on an edge is lost
     adv_norm: str = "pooled"  # "pooled" (original; computed here by average consensus), "per_agent", "none"
+    parallel_endpoints: bool = True  # run the two endpoint updates of an edge in two threads (same result)
 
     def __post_init__(self) -> None:
         if self.iterations is not None:
@@ -153,7 +156,7 @@ class TrainConfig:
     vf_minibatch: int = 64
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
     log_every: int = 1
-    torch_threads: int | None = None  # None -> torch's default
+    torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
 
     def __post_init__(self) -> None:
         _check_choice("algo", self.algo, ALGORITHMS)

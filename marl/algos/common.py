@@ -153,13 +153,15 @@ class Learner:
 
 @dataclass
 class PolicyEvaluator:
-    """Evaluates a policy at flat parameter vectors without touching the module, caching the last forward.
+    """Evaluates a policy's distribution at flat parameter vectors without touching the module; caches the last one.
 
-    A line search asks for the loss and the KL at the same candidate; both come from one forward pass.
+    A line search asks for the loss and the KL at the same candidate; both come from one forward pass (and one
+    log-softmax).
     """
 
     policy: torch.nn.Module
     obs: torch.Tensor
+    make_dist: Callable[[torch.Tensor], MultiCategorical] = MultiCategorical
     _names: list | None = None
     _like: list | None = None
     _last: tuple | None = None
@@ -169,12 +171,12 @@ class PolicyEvaluator:
         self._names = [n for n, _ in named]
         self._like = [p for _, p in named]
 
-    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+    def dist(self, theta: torch.Tensor) -> MultiCategorical:
         if self._last is not None and self._last[0] is theta:
             return self._last[1]
         params = dict(zip(self._names, unflatten(theta, self._like)))
         with torch.no_grad():
-            out = functional_call(self.policy, params, (self.obs,))
+            out = self.make_dist(functional_call(self.policy, params, (self.obs,)))
         self._last = (theta, out)
         return out
 
@@ -224,16 +226,16 @@ def trpo_policy_update(learner: Learner, obs: torch.Tensor, actions: torch.Tenso
     surrogate = (torch.exp(logp - logp_old) * adv).mean()
     params = [p for p in policy.parameters() if p.requires_grad]
     g = flat_grad(surrogate, params)
-    evaluator = PolicyEvaluator(policy, obs)
+    evaluator = PolicyEvaluator(policy, obs, dist_of)
     fvp = fisher_vector_product(policy, lambda o: dist_of(policy(o)), obs, form=settings.fisher_form,
                                 subsample_every=settings.fvp_subsample_every)
 
     def surrogate_fn(theta: torch.Tensor) -> float:
-        d = dist_of(evaluator.logits(theta))
+        d = evaluator.dist(theta)
         return float((torch.exp(d.log_prob(actions) - logp_old) * adv).mean())
 
     def kl_fn(theta: torch.Tensor) -> float:
-        return float(old_dist.kl(dist_of(evaluator.logits(theta))).mean())
+        return float(old_dist.kl(evaluator.dist(theta)).mean())
 
     _, info = trust_region_step(policy, fvp, kl_fn=kl_fn, surrogate_fn=surrogate_fn, settings=settings, gradient=g)
     return info

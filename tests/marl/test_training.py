@@ -1,0 +1,199 @@
+"""The training stack end to end on tiny budgets: every algorithm trains and logs; determinism; kill-and-resume
+gives the rows of an uninterrupted run; decentralization is enforced; communication is counted; CLI works."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from marl.algos import MATRPO, PrivacyViolation, make_algorithm
+from marl.algos.matrpo import MATRPOAgent
+from marl.config import apply_overrides
+from marl.train import make_env_for, train
+from marl_tiny import tiny_config
+
+ALGOS = ["matrpo", "itrpo", "ctrpo"]
+
+
+def read_rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def comparable(rows):
+    """Every logged value except wall-clock timings."""
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_algorithm_trains_logs_and_checkpoints(tmp_path, algo):
+    result = train(tiny_config(algo), tmp_path / "run", progress=False, tensorboard=False)
+    rows = read_rows(tmp_path / "run")
+    assert result.iterations == 3 and len(rows) == 3
+    for key in ("env/return", "env/coverage_distance", "env/collisions", "trpo/kl", "value/loss", "time/rollout"):
+        assert key in rows[-1], key
+    if algo == "matrpo":
+        for key in ("admm/consensus_error", "admm/primal_residual", "admm/dual_residual", "trpo/accepted_fraction",
+                    "trpo/surrogate_improvement", "value/explained_variance", "comm/floats_sent_total"):
+            assert key in rows[-1], key
+    assert all(float(r["trpo/kl"]) <= 1.5 * 0.003 + 1e-9 for r in rows)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["trpo"]["max_kl"] == 0.003 and saved["admm"]["iterations"] == 6  # resolved values saved
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path, algo):
+    cfg = tiny_config(algo, "total_steps=800", "checkpoint_every=2")
+    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
+    # "Killed" after 3 iterations: the last checkpoint is at iteration 2, row 2 was logged after it.
+    train(cfg, tmp_path / "killed", progress=False, tensorboard=False, stop_after=3)
+    assert len(read_rows(tmp_path / "killed")) == 3
+    train(cfg, tmp_path / "killed", resume=True, progress=False, tensorboard=False)
+    assert comparable(read_rows(tmp_path / "killed")) == comparable(read_rows(tmp_path / "full"))
+
+
+def test_same_seed_same_run_different_seed_different_run(tmp_path):
+    cfg = tiny_config("matrpo", "total_steps=400")
+    train(cfg, tmp_path / "a", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "b", progress=False, tensorboard=False)
+    train(apply_overrides(cfg, ["seed=1"]), tmp_path / "c", progress=False, tensorboard=False)
+    a, b, c = (comparable(read_rows(tmp_path / d)) for d in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    cfg = tiny_config("itrpo", "total_steps=200")
+    train(cfg, tmp_path / "r", progress=False, tensorboard=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, tmp_path / "r", progress=False, tensorboard=False)
+
+
+def _one_rollout(cfg):
+    from marl.rollout import collect_rollout
+
+    venv = make_env_for(cfg)
+    algo = make_algorithm(cfg.algo, venv.obs_dims, venv.n_actions, cfg)
+    rollout, _ = collect_rollout(venv, algo.act, venv.reset(seed=cfg.seed), cfg.steps_per_env)
+    return venv, algo, rollout
+
+
+class LeakyAgent(MATRPOAgent):
+    """A buggy local update that peeks at a neighbour's observations: the privacy guard must catch it."""
+
+    team: list = []
+
+    def local_update(self, z_sum, dual_sum, degree):
+        other = self.team[(self.owner + 1) % len(self.team)]
+        _ = other.private.batch["obs"]
+        return super().local_update(z_sum, dual_sum, degree)
+
+
+def test_decentralization_guard_catches_a_leaky_update():
+    cfg = tiny_config("matrpo")
+    venv, algo, rollout = _one_rollout(cfg)
+    algo.update(rollout, 0)  # the real update reads only its own data (it runs under the same guard)
+    for agent in algo.agents:
+        agent.__class__ = LeakyAgent
+    LeakyAgent.team = algo.agents
+    with pytest.raises(PrivacyViolation, match="read private field"):
+        algo.update(rollout, 1)
+
+
+def test_agent_update_depends_only_on_its_own_data_and_messages():
+    """Perturbing agent 1's private rewards and observations changes nothing about agent 0's first local update.
+
+    (With ``adv_norm="pooled"`` agent 0 would also see two network-averaged numbers, the pooled mean and mean square
+    of the advantages; ``per_agent`` makes its first update a function of its own data alone.)
+    """
+    cfg = tiny_config("matrpo", "admm.edge_order=cyclic", "admm.adv_norm=per_agent")
+    venv, algo, rollout = _one_rollout(cfg)
+    captured = []
+    original = MATRPOAgent.local_update
+
+    def spy(self, z_sum, dual_sum, degree):
+        x, info = original(self, z_sum, dual_sum, degree)
+        captured.append((self.owner, x))
+        return x, info
+
+    def first_update_of(owner):
+        return next(x for q, x in captured if q == owner)
+
+    state = copy.deepcopy(algo.state_dict())
+    MATRPOAgent.local_update = spy
+    try:
+        algo.update(rollout, 0)
+        first, first_other = first_update_of(0), first_update_of(1)
+        captured.clear()
+        algo.load_state_dict(copy.deepcopy(state))
+        rollout.rewards[..., 1] += torch.randn_like(rollout.rewards[..., 1])
+        rollout.obs[1].mul_(-3.0)
+        algo.update(rollout, 0)
+        second, second_other = first_update_of(0), first_update_of(1)
+    finally:
+        MATRPOAgent.local_update = original
+    np.testing.assert_array_equal(first, second)
+    # The perturbation is real: agent 1's own first update changed.
+    assert not np.array_equal(first_other, second_other)
+
+
+def test_communication_is_counted():
+    cfg = tiny_config("matrpo")
+    venv, algo, rollout = _one_rollout(cfg)
+    metrics = algo.update(rollout, 0)
+    m = rollout.n_steps * rollout.n_envs
+    n = algo.n_agents
+    # 6 edge activations, 2 messages each (one per endpoint), each carrying the N*M log-ratio vector
+    # (duals start balanced, lambda_{e,i} + lambda_{e,j} = 0, so they need not be sent).
+    assert metrics["comm/messages_total"] == 2 * 6
+    assert metrics["comm/floats_sent_total"] == 2 * 6 * n * m
+    assert sum(metrics[f"comm/floats_sent_agent_{q}"] for q in range(n)) == metrics["comm/floats_sent_total"]
+
+
+def test_baseline_shapes():
+    cfg = tiny_config("ctrpo")
+    venv = make_env_for(cfg)
+    ctrpo = make_algorithm("ctrpo", venv.obs_dims, venv.n_actions, cfg)
+    assert ctrpo.learner.private.policy.obs_dim == sum(venv.obs_dims)
+    assert ctrpo.learner.private.policy.n_heads == venv.n_agents
+    itrpo = make_algorithm("itrpo", venv.obs_dims, venv.n_actions, cfg)
+    assert all(a.private.policy.n_heads == 1 for a in itrpo.agents)
+    matrpo = make_algorithm("matrpo", venv.obs_dims, venv.n_actions, cfg)
+    assert isinstance(matrpo, MATRPO) and all(a.private.policy.n_heads == venv.n_agents for a in matrpo.agents)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_treasure_collection_heterogeneous_agents(tmp_path, algo):
+    cfg = tiny_config(algo, "env.name=treasure_collection", "env.n_agents=4", "total_steps=200")
+    train(cfg, tmp_path / "t", progress=False, tensorboard=False)
+    assert len(read_rows(tmp_path / "t")) == 1
+
+
+def test_cli_train_eval_plot(tmp_path):
+    run = tmp_path / "cli_run"
+    base = [sys.executable, "-m", "marl"]
+    overrides = ["--set", "steps_per_iter=200", "--set", "env.n_envs=4", "--set", "env.max_cycles=25",
+                 "--set", "hidden_sizes=16,16", "--set", "admm.iterations=4", "--set", "vf_epochs=1"]
+    out = subprocess.run(base + ["train", "--steps", "400", "--out", str(run), "--no-progress", *overrides],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["iterations"] == 2
+    assert (run / "tb").is_dir() and any((run / "tb").iterdir())
+    out = subprocess.run(base + ["eval", str(run), "--episodes", "3", "--gif", str(tmp_path / "ep.gif")],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert report["episodes"] == 3 and "coverage_distance_mean" in report
+    assert (tmp_path / "ep.gif").stat().st_size > 0
+    out = subprocess.run(base + ["plot", str(run), "-o", str(tmp_path / "c.png")], capture_output=True, text=True,
+                         check=True)
+    assert (tmp_path / "c.png").stat().st_size > 0
+    bad = subprocess.run(base + ["train", "--set", "admm.rho=2", "--out", str(tmp_path / "x")], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown" in bad.stderr
