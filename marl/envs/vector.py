@@ -1,0 +1,378 @@
+"""The batched multi-agent interface the training loops use, and an adapter for any PettingZoo ParallelEnv.
+
+A :class:`VectorEnv` runs ``n_envs`` copies of one multi-agent task in lock step. Per agent ``i`` everything is an
+array with a leading batch axis:
+
+==========================  =================================  ==============================================
+call / attribute            type, shape                        meaning
+==========================  =================================  ==============================================
+``agents``                  list[str]                          ``["agent_0", ...]``
+``obs_dims``                list[int]                          observation length d_i per agent (may differ)
+``n_actions``               list[int] or None                  discrete: number of actions per agent
+``action_dims``             list[int] or None                  continuous: action vector length per agent
+``reset(seed)``             list of float32 [B, d_i]           first observations
+``step(actions)``           obs, rewards, terminated,          actions: int [B, N] (discrete) or
+                            truncated, info                    float [B, N, a] (continuous);
+                                                               rewards float32 [B, N]; terminated,
+                                                               truncated bool [B]
+``state_dict()``            dict                               full state for bit-identical resumption
+==========================  =================================  ==============================================
+
+Auto-reset: an environment whose episode ended in ``step`` is reset inside the same call. The returned ``obs``
+then holds the first observation of its new episode, and ``info["final_obs"]`` (a list per agent of [B, d_i])
+holds the last observation of the episode that ended. For environments that did not end, ``final_obs`` equals
+``obs``, so ``info["final_obs"]`` is always "the observation this transition led to" (the one to bootstrap from
+on truncation). ``info["episode_return"]`` [B, N] and ``info["episode_length"]`` [B] are the finished episode's
+totals where ``terminated | truncated``, and the running totals elsewhere. The particle tasks also put their
+per-step metrics in ``info`` as [B] arrays (e.g. ``coverage_distance``, ``collisions``) together with their
+episode sums ``episode_<metric>`` (finished totals where done, running totals elsewhere).
+
+``last_obs`` always holds the observations returned by the latest ``reset`` or ``step``.
+
+Seeding: ``reset(seed=s)`` seeds environment ``b`` from ``s + b`` (Gymnasium's vector convention), so the batch
+equals ``n_envs`` single environments seeded ``s, s + 1, ...``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from marl.envs._rng import base_seed_from
+
+__all__ = ["VectorEnv", "PettingZooVectorAdapter", "make_vector_env", "ENV_NAMES"]
+
+ENV_NAMES = ("cooperative_navigation", "treasure_collection")
+
+
+class VectorEnv(abc.ABC):
+    """Abstract batched multi-agent environment (see the module docstring for the contract).
+
+    Attributes
+    ----------
+    n_envs : int
+        Batch size B.
+    n_agents : int
+        Number of agents N.
+    agents : list of str
+        Agent ids, ``agent_0`` ... ``agent_{N-1}``.
+    obs_dims : list of int
+        Observation length per agent.
+    n_actions : list of int or None
+        Number of discrete actions per agent (``None`` for continuous actions).
+    action_dims : list of int or None
+        Continuous action length per agent (``None`` for discrete actions).
+    continuous_actions : bool
+        Whether ``step`` expects float actions [B, N, a].
+    observation_spaces, action_spaces : dict
+        Single-environment Gymnasium spaces per agent id.
+    """
+
+    n_envs: int
+    n_agents: int
+    agents: list[str]
+    obs_dims: list[int]
+    n_actions: list[int] | None
+    action_dims: list[int] | None
+    continuous_actions: bool
+    observation_spaces: dict[str, spaces.Space]
+    action_spaces: dict[str, spaces.Space]
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> list[np.ndarray]:
+        """Reset every environment; return the first observations (list per agent of float32 [B, d_i])."""
+
+    @abc.abstractmethod
+    def step(
+        self, actions: Any
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Advance every environment one step; return ``obs, rewards, terminated, truncated, info``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the full state (world, counters, RNG) so that a run can resume bit-identically."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save its state")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load a state")
+
+    def close(self) -> None:
+        """Release resources (nothing to do for in-process environments)."""
+
+    def sample_actions(self, rng: np.random.Generator) -> np.ndarray:
+        """Return uniformly random actions for every environment and agent, shaped for :meth:`step`.
+
+        Continuous actions are sampled uniformly from each agent's Box.
+        """
+        if self.continuous_actions:
+            assert self.action_dims is not None
+            dim = max(self.action_dims)
+            low = np.zeros((self.n_agents, dim), dtype=np.float32)
+            high = np.zeros((self.n_agents, dim), dtype=np.float32)
+            for i, agent in enumerate(self.agents):
+                box = self.action_spaces[agent]
+                low[i, : box.shape[0]] = box.low
+                high[i, : box.shape[0]] = box.high
+            u = rng.random((self.n_envs, self.n_agents, dim), dtype=np.float32)
+            return low + (high - low) * u
+        assert self.n_actions is not None
+        return rng.integers(0, np.asarray(self.n_actions), size=(self.n_envs, self.n_agents))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_envs={self.n_envs}, n_agents={self.n_agents})"
+
+
+def make_vector_env(
+    name: str,
+    n_envs: int,
+    n_agents: int | None = None,
+    seed: int | np.random.Generator | None = None,
+    reward_mode: str = "private",
+    max_cycles: int = 100,
+    continuous_actions: bool = False,
+    **kwargs: Any,
+) -> VectorEnv:
+    """Return a batched environment of one of the paper's tasks, reset with ``seed``.
+
+    Parameters
+    ----------
+    name : {"cooperative_navigation", "treasure_collection"}
+        Task (a ``_v0`` suffix is accepted).
+    n_envs : int
+        Batch size B >= 1.
+    n_agents : int, optional
+        Number of agents. Navigation: N agents and N landmarks (default 3). Treasure collection: hunters plus
+        banks (default 8, split as in the paper: 8 -> 6 + 2, 12 -> 10 + 2, generally N - 2 hunters and 2 banks);
+        ``n_hunters`` / ``n_banks`` may be given instead or in addition (they must then add up to ``n_agents``).
+    seed : int, numpy Generator or None
+        Environment b is seeded from ``seed + b``.
+    reward_mode : {"private", "shared", "mpe2"}
+        Reward convention (formulas in each task's module docstring).
+    max_cycles : int
+        Episode length (truncation); the paper uses 100.
+    continuous_actions : bool
+        Box(0, 1, (5,)) actions in mpe2's layout instead of Discrete(5).
+    **kwargs
+        Further task options (``variant``, ``local_ratio``, ``clip_actions``, ``n_hunters``, ``n_banks``,
+        ``n_treasures``) and engine options: ``backend`` ("numba" or "numpy") and ``parallel`` (Numba threads; off by
+        default).
+
+    Returns
+    -------
+    VectorEnv
+        Not yet reset: the first ``reset()`` without a seed uses ``seed``.
+
+    Examples
+    --------
+    >>> venv = make_vector_env("cooperative_navigation", n_envs=4, n_agents=3, seed=0)
+    >>> obs = venv.reset()
+    >>> obs, rew, term, trunc, info = venv.step(np.zeros((4, 3), dtype=np.int64))
+    >>> [o.shape for o in obs], rew.shape
+    ([(4, 14), (4, 14), (4, 14)], (4, 3))
+    """
+    key = name[:-3] if name.endswith("_v0") else name
+    if key == "cooperative_navigation":
+        from marl.envs.cooperative_navigation_v0 import CooperativeNavigationVectorEnv
+
+        if n_agents is not None:
+            kwargs["n_agents"] = n_agents
+        cls: type = CooperativeNavigationVectorEnv
+    elif key == "treasure_collection":
+        from marl.envs.treasure_collection_v0 import TreasureCollectionVectorEnv
+
+        if n_agents is not None:
+            kwargs["n_agents"] = n_agents
+        cls = TreasureCollectionVectorEnv
+    else:
+        raise ValueError(f"name must be one of {ENV_NAMES}, got {name!r}")
+    return cls(
+        n_envs=n_envs,
+        seed=seed,
+        reward_mode=reward_mode,
+        max_cycles=max_cycles,
+        continuous_actions=continuous_actions,
+        **kwargs,
+    )
+
+
+class PettingZooVectorAdapter(VectorEnv):
+    """Present any PettingZoo ``ParallelEnv`` through the :class:`VectorEnv` interface.
+
+    The environments are stepped one after the other in this process. An environment's episode ends when it has
+    no agents left (or every agent is terminated or truncated); it is then reset without a seed, so it continues
+    its own random stream. ``terminated[b]`` is true when any agent was terminated at the end, ``truncated[b]``
+    when the episode ended otherwise. Agents that leave before the others get zero observations and rewards until
+    the episode ends, and their actions are not passed on.
+
+    Parameters
+    ----------
+    env_fns : callable or sequence of callables
+        A factory returning a ParallelEnv (called ``n_envs`` times), or one factory per environment.
+    n_envs : int, optional
+        Number of environments; required with a single factory, inferred from a sequence.
+    seed : int, numpy Generator or None
+        Used by the first ``reset()`` that gets no seed: environment b is reset with ``seed + b``.
+
+    Notes
+    -----
+    Observations are flattened to float32 vectors. Discrete action spaces must be ``Discrete`` and continuous ones
+    ``Box``; all agents must share the kind. ``state_dict`` is not supported (third-party environments do not
+    expose their full state).
+
+    Examples
+    --------
+    >>> from mpe2 import simple_spread_v3  # doctest: +SKIP
+    >>> venv = PettingZooVectorAdapter(lambda: simple_spread_v3.parallel_env(N=3), n_envs=2, seed=0)  # doctest: +SKIP
+    >>> [o.shape for o in venv.reset()]  # doctest: +SKIP
+    [(2, 18), (2, 18), (2, 18)]
+    """
+
+    def __init__(
+        self,
+        env_fns: Callable[[], Any] | Sequence[Callable[[], Any]],
+        n_envs: int | None = None,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        if callable(env_fns):
+            if n_envs is None:
+                raise ValueError("n_envs is required when env_fns is a single factory")
+            fns = [env_fns] * int(n_envs)
+        else:
+            fns = list(env_fns)
+            if n_envs is not None and n_envs != len(fns):
+                raise ValueError(f"n_envs={n_envs} but {len(fns)} factories were given")
+        if not fns:
+            raise ValueError("n_envs must be >= 1")
+        self.envs = [fn() for fn in fns]
+        self.n_envs = len(self.envs)
+        first = self.envs[0]
+        self.agents = list(first.possible_agents)
+        self.n_agents = len(self.agents)
+        self.observation_spaces = {a: first.observation_space(a) for a in self.agents}
+        self.action_spaces = {a: first.action_space(a) for a in self.agents}
+        kinds = {type(s) for s in self.action_spaces.values()}
+        if kinds == {spaces.Discrete}:
+            self.continuous_actions = False
+            self.n_actions = [int(self.action_spaces[a].n) for a in self.agents]
+            self.action_dims = None
+        elif kinds == {spaces.Box}:
+            self.continuous_actions = True
+            self.n_actions = None
+            self.action_dims = [int(np.prod(self.action_spaces[a].shape)) for a in self.agents]
+        else:
+            raise TypeError(f"all agents need Discrete or all Box action spaces, got {kinds}")
+        self.obs_dims = [int(np.prod(self.observation_spaces[a].shape)) for a in self.agents]
+        self._index = {a: i for i, a in enumerate(self.agents)}
+        self._ep_ret = np.zeros((self.n_envs, self.n_agents))
+        self._ep_len = np.zeros(self.n_envs, dtype=np.int64)
+        self._live: list[list[str]] = [[] for _ in range(self.n_envs)]
+        self._pending_seed = base_seed_from(seed)
+        self._was_reset = False
+        self.last_obs: list[np.ndarray] | None = None
+
+    def _fill(self, out: list[np.ndarray], b: int, obs: dict[str, Any]) -> None:
+        for i, agent in enumerate(self.agents):
+            if agent in obs:
+                out[i][b] = np.asarray(obs[agent], dtype=np.float32).reshape(-1)
+            else:
+                out[i][b] = 0.0
+
+    def reset(self, seed: int | np.random.Generator | None = None) -> list[np.ndarray]:
+        """Reset every environment (environment b with ``seed + b``); return the first observations."""
+        base = base_seed_from(seed)
+        if base is None and not self._was_reset:
+            base = self._pending_seed
+        self._was_reset = True
+        out = [np.zeros((self.n_envs, d), dtype=np.float32) for d in self.obs_dims]
+        for b, env in enumerate(self.envs):
+            obs, _ = env.reset(seed=None if base is None else base + b)
+            self._live[b] = list(env.agents)
+            self._fill(out, b, obs)
+        self._ep_ret[:] = 0.0
+        self._ep_len[:] = 0
+        self.last_obs = out
+        return out
+
+    def _agent_action(self, actions: np.ndarray, b: int, i: int) -> Any:
+        agent = self.agents[i]
+        if self.continuous_actions:
+            assert self.action_dims is not None
+            a = actions[b, i, : self.action_dims[i]]
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"non-finite action for {agent} in env {b}: {a}")
+            return a.reshape(self.action_spaces[agent].shape).astype(self.action_spaces[agent].dtype)
+        a = int(actions[b, i])
+        assert self.n_actions is not None
+        if not 0 <= a < self.n_actions[i]:
+            raise ValueError(
+                f"invalid action for {agent} in env {b}: {a}; expected an integer in [0, {self.n_actions[i]})"
+            )
+        return a
+
+    def step(self, actions: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every environment with ``actions`` (int [B, N] or float [B, N, a]); see :class:`VectorEnv`."""
+        if not self._was_reset:
+            raise RuntimeError("call reset() before step()")
+        acts = np.asarray(actions)
+        if self.continuous_actions:
+            assert self.action_dims is not None
+            want: tuple[int, ...] = (self.n_envs, self.n_agents, max(self.action_dims))
+        else:
+            want = (self.n_envs, self.n_agents)
+            if acts.dtype.kind not in "iu":
+                raise TypeError(f"discrete actions must be integers, got dtype {acts.dtype}")
+        if acts.shape != want:
+            raise ValueError(f"actions must have shape {want}, got {acts.shape}")
+        # validate everything before touching any environment
+        per_env = [
+            {self.agents[i]: self._agent_action(acts, b, i) for i in range(self.n_agents)} for b in range(self.n_envs)
+        ]
+        obs_out = [np.zeros((self.n_envs, d), dtype=np.float32) for d in self.obs_dims]
+        final = [np.zeros((self.n_envs, d), dtype=np.float32) for d in self.obs_dims]
+        rewards = np.zeros((self.n_envs, self.n_agents), dtype=np.float32)
+        terminated = np.zeros(self.n_envs, dtype=bool)
+        truncated = np.zeros(self.n_envs, dtype=bool)
+        ep_ret_out = np.zeros((self.n_envs, self.n_agents))
+        ep_len_out = np.zeros(self.n_envs, dtype=np.int64)
+        agent_infos: list[dict[str, Any]] = []
+        for b, env in enumerate(self.envs):
+            live = self._live[b]
+            obs, rew, term, trunc, infos = env.step({a: per_env[b][a] for a in live})
+            agent_infos.append(infos)
+            for agent, r in rew.items():
+                rewards[b, self._index[agent]] = r
+            self._fill(final, b, obs)
+            self._ep_ret[b] += rewards[b]
+            self._ep_len[b] += 1
+            ep_ret_out[b] = self._ep_ret[b]
+            ep_len_out[b] = self._ep_len[b]
+            self._live[b] = list(env.agents)
+            ended = not env.agents or all(term.get(a, False) or trunc.get(a, False) for a in live)
+            if ended:
+                terminated[b] = any(bool(term.get(a, False)) for a in live)
+                truncated[b] = not terminated[b]
+                new_obs, _ = env.reset()
+                self._live[b] = list(env.agents)
+                self._fill(obs_out, b, new_obs)
+                self._ep_ret[b] = 0.0
+                self._ep_len[b] = 0
+            else:
+                for i in range(self.n_agents):
+                    obs_out[i][b] = final[i][b]
+        info = {
+            "final_obs": final,
+            "episode_return": ep_ret_out,
+            "episode_length": ep_len_out,
+            "agent_infos": agent_infos,
+        }
+        self.last_obs = obs_out
+        return obs_out, rewards, terminated, truncated, info
+
+    def close(self) -> None:
+        """Close every wrapped environment."""
+        for env in self.envs:
+            env.close()
