@@ -1,0 +1,94 @@
+"""Distributions: exact KL and entropy against torch.distributions, per-head log-probs, output-space Fisher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributions as td
+
+from trpo_core import Categorical, DiagGaussian, MultiCategorical, kl_divergence
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_categorical_matches_torch():
+    g = _gen(0)
+    a, b = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64)
+    p, q = Categorical(a), Categorical(b)
+    tp, tq = td.Categorical(logits=a), td.Categorical(logits=b)
+    acts = torch.randint(0, 4, (7,), generator=g)
+    torch.testing.assert_close(p.log_prob(acts), tp.log_prob(acts))
+    torch.testing.assert_close(p.entropy(), tp.entropy())
+    torch.testing.assert_close(kl_divergence(p, q), td.kl_divergence(tp, tq))
+    assert torch.equal(p.mode(), a.argmax(-1))
+
+
+def test_multicategorical_per_head_shape_and_sums():
+    g = _gen(1)
+    logits = torch.randn(9, 3, 5, generator=g, dtype=torch.float64)
+    other = torch.randn(9, 3, 5, generator=g, dtype=torch.float64)
+    d, e = MultiCategorical(logits), MultiCategorical(other)
+    acts = d.sample(generator=g)
+    assert acts.shape == (9, 3)
+    per_head = d.log_prob_per_head(acts)
+    assert per_head.shape == (3, 9)
+    torch.testing.assert_close(per_head.sum(0), d.log_prob(acts))
+    heads = [td.Categorical(logits=logits[:, n]) for n in range(3)]
+    for n in range(3):
+        torch.testing.assert_close(per_head[n], heads[n].log_prob(acts[:, n]))
+    torch.testing.assert_close(d.entropy(), sum(h.entropy() for h in heads))
+    ref_kl = sum(td.kl_divergence(heads[n], td.Categorical(logits=other[:, n])) for n in range(3))
+    torch.testing.assert_close(d.kl(e), ref_kl)
+
+
+def test_diag_gaussian_matches_torch():
+    g = _gen(2)
+    mu1, mu2 = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    s1, s2 = 0.5 * torch.randn(3, generator=g, dtype=torch.float64), 0.5 * torch.randn(6, 3, generator=g,
+                                                                                        dtype=torch.float64)
+    p, q = DiagGaussian(mu1, s1), DiagGaussian(mu2, s2)
+    tp = td.Independent(td.Normal(mu1, s1.exp().expand_as(mu1)), 1)
+    tq = td.Independent(td.Normal(mu2, s2.exp()), 1)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(p.log_prob(x), tp.log_prob(x))
+    torch.testing.assert_close(p.entropy(), tp.entropy())
+    torch.testing.assert_close(p.kl(q), td.kl_divergence(tp, tq))
+    assert p.params[1].shape == (6, 3)
+
+
+@pytest.mark.parametrize("make", [
+    lambda z: Categorical(z[0]),
+    lambda z: MultiCategorical(z[0].view(2, 3)),
+    lambda z: DiagGaussian(z[0][:3], z[0][3:]),
+])
+def test_output_space_fisher_is_the_kl_hessian(make):
+    # fisher_vp(u) = Hessian of z' -> KL(pi_z || pi_z') at z' = z, applied to u (eqs. D2, D5).
+    z = torch.randn(6, generator=_gen(3), dtype=torch.float64)
+    old = make((z,))
+
+    def kl(zp):
+        return old.kl(make((zp,)))
+
+    H = torch.autograd.functional.hessian(kl, z)
+    u = torch.randn(6, generator=_gen(4), dtype=torch.float64)
+    params = make((u,)).params  # split u the way the distribution splits z
+    fu = torch.cat([t.reshape(-1) for t in old.fisher_vp(params)])
+    torch.testing.assert_close(fu, H @ u)
+
+
+def test_kl_of_a_distribution_with_itself_is_zero_and_kl_is_nonnegative():
+    g = _gen(5)
+    for d, e in [
+        (Categorical(torch.randn(5, 4, generator=g)), Categorical(torch.randn(5, 4, generator=g))),
+        (DiagGaussian(torch.randn(5, 2, generator=g), torch.zeros(2)),
+         DiagGaussian(torch.randn(5, 2, generator=g), torch.ones(2))),
+    ]:
+        torch.testing.assert_close(d.kl(d), torch.zeros(5))
+        assert torch.all(d.kl(e) >= 0)
+
+
+def test_mismatched_kl_raises():
+    with pytest.raises(TypeError):
+        Categorical(torch.zeros(3)).kl(DiagGaussian(torch.zeros(3), torch.zeros(3)))
