@@ -114,6 +114,7 @@ class ADMMConfig:
     edge_order: str = "random"  # "random" (paper, Algorithm 1) or "cyclic" (original code)
     exchange: str = "true"  # exchanged ratio: "true" log-ratio (original) or "linearized" J·Δθ (paper eq. 22)
     theta_update: str = "linesearch"  # "linesearch" (CG + backtracking on the nonlinear Lagrangian) or "closed_form"
+    step_length: str = "boundary"  # "boundary" (eq. 22, original) or "penalized" (eq. 47 with lambda* >= 0)
     dual_init: float = 0.0  # initial duals y (original code: 1.0; equivalent on the ring)
     drop_prob: float = 0.0  # probability that a message on an edge is lost
     adv_norm: str = "pooled"  # "pooled" (original; computed here by average consensus), "per_agent", "none"
@@ -130,6 +131,7 @@ class ADMMConfig:
         _check_choice("admm.edge_order", self.edge_order, ("random", "cyclic"))
         _check_choice("admm.exchange", self.exchange, ("true", "linearized"))
         _check_choice("admm.theta_update", self.theta_update, ("linesearch", "closed_form"))
+        _check_choice("admm.step_length", self.step_length, ("boundary", "penalized"))
         if not 0.0 <= self.drop_prob < 1.0:
             raise ValueError(f"admm.drop_prob must be in [0, 1), got {self.drop_prob}")
         _check_choice("admm.adv_norm", self.adv_norm, ("pooled", "per_agent", "none"))

@@ -55,21 +55,19 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
 
 def write_policy_gif(config, algo, path: str | Path, *, seed: int = 0) -> Path:
     """Render one episode of the trained policies to a GIF (PettingZoo env with ``render_mode='rgb_array'``)."""
-    from .envs import save_gif
-
     from . import envs
 
     module = getattr(envs, f"{config.env.name}_v0")
     env = module.parallel_env(n_agents=config.env.n_agents, reward_mode=config.env.reward_mode,
                               max_cycles=config.env.max_cycles, render_mode="rgb_array")
-    obs, _ = env.reset(seed=seed)
-    frames = [env.render()]
-    while env.agents:
+
+    def policy(obs, env):
         tensors = [torch.as_tensor(np.asarray(obs[a], dtype=np.float32))[None] for a in env.possible_agents]
         with torch.no_grad():
             joint = algo.act(tensors)[0].numpy()
-        actions = {a: int(joint[k]) for k, a in enumerate(env.possible_agents) if a in env.agents}
-        obs, _, _, _, _ = env.step(actions)
-        frames.append(env.render())
-    env.close()
-    return Path(save_gif(frames, path))
+        return {a: int(joint[k]) for k, a in enumerate(env.possible_agents) if a in env.agents}
+
+    try:
+        return Path(envs.save_episode_gif(env, path, policy=policy, seed=seed))
+    finally:
+        env.close()

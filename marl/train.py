@@ -29,7 +29,7 @@ from .algos import make_algorithm
 from .algos.common import episode_metrics
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict
-from .envs.vector import make_vector_env
+from .envs import make_vector_env
 from .rollout import collect_rollout
 
 CONFIG_NAME = "config.json"

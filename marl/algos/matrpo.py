@@ -36,6 +36,7 @@ and each endpoint q in {i, j}:
 (M2)  V^q = (1/M) sum_n J^{qn T} w^q_n                               (a vector-Jacobian product at theta_old)
 (M3)  s^q = (H^q + damping I)^{-1} V^q                               (conjugate gradient, 10 iterations)
 (M4)  theta^q = theta_old^q + sqrt(2 (delta/N) / s^T H s) s          (closed form (22): step to the KL boundary)
+      ["penalized": the step is capped at s / (|E(q)| beta), the interior minimiser of eq. (47)]
 (M5)  [linesearch] backtrack theta_old + 0.5^k (theta^q - theta_old) until KL <= 1.5 delta/N and the nonlinear
       augmented Lagrangian
           L^q(theta) = -(1/M) sum_m exp(sum_n l_{n,m}) A_m
@@ -57,6 +58,9 @@ Departures from the paper and from the original code (matrpo-reference-code.md ย
 - ``admm.edge_order``: "random" (paper, Algorithm 1; default) or "cyclic" (original code).
 - ``admm.theta_update``: "linesearch" (original code: CG + backtracking on the nonlinear Lagrangian; default) or
   "closed_form" (eq. 22 with the CG solve of H^{-1} V).
+- ``admm.step_length``: "boundary" (paper eq. 22 and original code: always step to the KL boundary, i.e. assume
+  the KL multiplier lambda* > 0) or "penalized" (eq. 47 without that assumption: x* = H^{-1} V / (lambda* +
+  |E(q)| beta), so the step stops at H^{-1} V / (|E(q)| beta) when that point is inside the trust region).
 - ``admm.exchange``: "true" log-ratio (original; default) or "linearized" J (theta - theta_old) (paper).
 - ``admm.dual_init``: initial y (original 1.0, paper unspecified; default 0.0). With lambda = C y and C = +1 at the
   lower-indexed endpoint, y = c gives lambda_{e,i} = c, lambda_{e,j} = -c; equivalent to 0 on the ring (ยง4.5).
@@ -92,13 +96,11 @@ from torch.func import functional_call
 from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, solve
 from trpo_core import (
     MultiCategorical,
-    StepStatus,
     fisher_vector_product,
     flat_params,
-    max_step_length,
     natural_gradient_direction,
     set_flat_params,
-    trust_region_step,
+    backtracking_line_search,
     unflatten,
 )
 
@@ -149,6 +151,7 @@ class MATRPOAgent(Learner):
         self.penalty = config.admm_penalty
         self.exchange_mode = config.admm.exchange
         self.theta_update = config.admm.theta_update
+        self.step_length = config.admm.step_length
         self.warm_start = config.trpo.warm_start_cg
         self.settings = trpo_settings(config)
         self.warm_settings = dataclasses.replace(self.settings, cg_max_iter=config.trpo.cg_iters_warm)
@@ -177,7 +180,7 @@ class MATRPOAgent(Learner):
                 damping=0.0, subsample_every=self.settings.fvp_subsample_every,
             ),
             "evaluator": PolicyEvaluator(policy, obs),
-            "cg_x0": None,
+            "cg_prev": None,
             "x": torch.zeros(logp_graph.numel(), dtype=torch.float64),
         }
 
@@ -229,30 +232,38 @@ class MATRPOAgent(Learner):
             penalty = (lr * ds).sum() + rho * (0.5 * degree * (lr * lr).sum() - (lr * zs).sum())
             return float(-surrogate + penalty / m)
 
-        x0 = b["cg_x0"] if self.warm_start else None
+        # (M3): warm start from this agent's previous direction, rescaled by a line minimisation of the model.
+        prev = b["cg_prev"] if self.warm_start else None
+        x0 = prev[0] * (float(g @ prev[0]) / prev[1]) if prev is not None else None
         settings = self.settings if x0 is None else self.warm_settings
-        if self.theta_update == "linesearch":
-            new_theta, info = trust_region_step(
-                policy, b["fvp"], kl_fn=kl, loss_fn=lagrangian, settings=settings, gradient=g, cg_x0=x0
+        s, cg = natural_gradient_direction(b["fvp"], g, settings, x0=x0)
+        # s^T A s: equals g^T s for CG started at zero; one more product otherwise.
+        sas = float(g @ s) if x0 is None else float(s @ (b["fvp"](s) + settings.damping * s))
+        if math.isfinite(sas) and sas > 0:
+            b["cg_prev"] = (s, sas)
+        # (M4): to the KL boundary; "penalized" also caps it at the unconstrained minimiser of the penalised model,
+        # x* = H^{-1} V / (|E(q)| beta) (paper eq. 47 with lambda* = 0 when that point lies inside the region).
+        beta = math.sqrt(2.0 * settings.max_kl / sas) if math.isfinite(sas) and sas > 0 else math.nan
+        if self.step_length == "penalized" and math.isfinite(beta):
+            beta = min(beta, 1.0 / (degree * rho))
+        before = lagrangian(theta_old)
+        if not bool(g.any()) or not math.isfinite(beta):
+            accepted, new_theta = False, theta_old
+            result = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
+        elif self.theta_update == "linesearch":
+            # (M5)
+            full_step = beta * s
+            ls = backtracking_line_search(
+                theta_old, full_step, kl_fn=kl, loss_fn=lagrangian, settings=settings,
+                expected_improvement=float(g @ full_step), surrogate_before=-before, params=policy,
             )
-            accepted = info.status is StepStatus.ACCEPTED
-            result = LocalUpdateInfo(accepted, info.kl, info.loss_before, info.loss_after, info.cg_n_iter,
-                                     info.cg_residual)
-            direction = new_theta - theta_old if accepted else None
+            accepted, new_theta = ls.accepted, ls.params
+            result = LocalUpdateInfo(accepted, ls.kl, before, -ls.surrogate_after, cg.n_iter, cg.residual_norm)
         else:
             # Closed form (22): the CG direction scaled to the KL boundary, no line search.
-            s, cg = natural_gradient_direction(b["fvp"], g, settings, x0=x0)
-            curvature = b["fvp"](s) + self.settings.damping * s
-            beta = max_step_length(s, curvature, self.settings.max_kl)
-            accepted = bool(g.any()) and math.isfinite(beta)
-            new_theta = theta_old + beta * s if accepted else theta_old.clone()
-            set_flat_params(policy, new_theta)
-            before = lagrangian(theta_old)
-            result = LocalUpdateInfo(accepted, kl(new_theta) if accepted else 0.0, before,
-                                     lagrangian(new_theta) if accepted else before, cg.n_iter, cg.residual_norm)
-            direction = new_theta - theta_old if accepted else None
-        if self.warm_start and direction is not None:
-            b["cg_x0"] = _cg_warm_start(b["fvp"], self.settings.damping, g, direction)
+            accepted, new_theta = True, theta_old + beta * s
+            result = LocalUpdateInfo(True, kl(new_theta), before, lagrangian(new_theta), cg.n_iter, cg.residual_norm)
+        set_flat_params(policy, new_theta)
         # (M6)
         if not accepted:
             x = torch.zeros_like(logp_old)
@@ -294,19 +305,6 @@ class MATRPOAgent(Learner):
     def release(self) -> None:
         """Drop the per-iteration graphs."""
         self.private.batch = None
-
-
-def _cg_warm_start(fvp, damping: float, g: torch.Tensor, direction: torch.Tensor) -> torch.Tensor | None:
-    """CG warm start for the next solve: the previous natural-gradient direction rescaled to the new gradient.
-
-    The step theta - theta_old = beta * s has lost the scale of s; rescale the direction so that its projection on
-    the current gradient matches a unit Fisher model, i.e. minimise 0.5 a^2 d^T F d - a g^T d over a.
-    """
-    fd = fvp(direction) + damping * direction
-    dfd = float(direction @ fd)
-    if not math.isfinite(dfd) or dfd <= 0:
-        return None
-    return direction * (float(g @ direction) / dfd)
 
 
 class MATRPO:

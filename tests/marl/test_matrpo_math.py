@@ -168,17 +168,17 @@ def test_linesearch_lagrangian_matches_per_edge_sum(float64):
     captured = {}
     import marl.algos.matrpo as mod
 
-    real_step = mod.trust_region_step
+    real_search = mod.backtracking_line_search
 
-    def spy(params, fvp, *, kl_fn, loss_fn, **kw):
+    def spy(old, step, *, kl_fn, loss_fn, **kw):
         captured["loss_fn"] = loss_fn
-        return real_step(params, fvp, kl_fn=kl_fn, loss_fn=loss_fn, **kw)
+        return real_search(old, step, kl_fn=kl_fn, loss_fn=loss_fn, **kw)
 
-    mod.trust_region_step = spy
+    mod.backtracking_line_search = spy
     try:
         agent.local_update(z_edges.sum(0), lam_edges.sum(0), degree=3)
     finally:
-        mod.trust_region_step = real_step
+        mod.backtracking_line_search = real_search
     names = [k for k, _ in agent.private.policy.named_parameters()]
     like = list(agent.private.policy.parameters())
 
