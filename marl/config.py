@@ -88,6 +88,7 @@ class TRPOConfig:
     fvp_subsample: int = 5  # Fisher on every k-th sample (original code: 5)
     ls_steps: int = 10  # backtracking tries
     ls_backtrack: float = 0.5  # step shrink factor per try
+    fisher_form: str = "fast"  # Fisher-vector product: "fast" (Gauss-Newton J^T F J) or "exact" (double backward)
     warm_start_cg: bool = True  # start CG from the agent's previous direction (MATRPO inner loop)
     cg_iters_warm: int = 5  # CG iterations of a warm-started solve
 
@@ -99,6 +100,7 @@ class TRPOConfig:
         _check_positive("trpo.cg_damping", self.cg_damping, allow_zero=True)
         _check_positive("trpo.fvp_subsample", self.fvp_subsample)
         _check_positive("trpo.ls_steps", self.ls_steps)
+        _check_choice("trpo.fisher_form", self.fisher_form, ("fast", "exact"))
         if not 0.0 < self.ls_backtrack < 1.0:
             raise ValueError(f"trpo.ls_backtrack must be in (0, 1), got {self.ls_backtrack}")
 

@@ -21,7 +21,7 @@ import torch
 
 from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import Learner, seed_sequence, standardize, trpo_policy_update, trpo_settings
+from .common import Learner, act_independently, seed_sequence, standardize, trpo_policy_update, trpo_settings
 from .privacy import acting_as
 
 
@@ -55,11 +55,7 @@ class ITRPO:
         ]
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
-        cols = []
-        for i, agent in enumerate(self.agents):
-            with acting_as(i):
-                cols.append(agent.act(obs[i]))
-        return torch.cat(cols, dim=1)
+        return act_independently(self.agents, obs)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.config
@@ -67,10 +63,7 @@ class ITRPO:
         metrics: dict[str, float] = {}
         for i, agent in enumerate(self.agents):
             with acting_as(i):
-                adv, ret, values = agent.advantages(
-                    rollout.obs[i], rollout.last_obs[i], rollout.done_index, rollout.final_obs[i],
-                    rollout.rewards[..., i], rollout.terminated, rollout.truncated, cfg,
-                )
+                adv, ret, values = agent.own_advantages(rollout, i, cfg)
                 obs = rollout.obs[i].reshape(m, -1)
                 vf = agent.fit_value(obs, ret.reshape(m), values.reshape(m))
                 adv = adv.reshape(m)

@@ -28,7 +28,7 @@ from trpo_core import (
 from ..config import TrainConfig
 from ..networks import MultiHeadPolicy, ValueNet
 from ..rollout import next_values
-from .privacy import PrivateStore
+from .privacy import PrivateStore, acting_as
 
 
 def trpo_settings(config: TrainConfig) -> TRPOSettings:
@@ -41,6 +41,7 @@ def trpo_settings(config: TrainConfig) -> TRPOSettings:
         backtrack_coeff=t.ls_backtrack,
         max_backtracks=t.ls_steps,
         fvp_subsample_every=t.fvp_subsample,
+        fisher_form=t.fisher_form,
     )
 
 
@@ -121,6 +122,12 @@ class Learner:
             adv, ret = compute_gae(rewards, values, nxt, term, trunc, gamma=config.gamma, lam=config.gae_lambda)
         return adv, ret, values
 
+    def own_advantages(self, rollout, index: int, config: TrainConfig):
+        """:meth:`advantages` on agent ``index``'s slice of a rollout (its observations and its own reward)."""
+        return self.advantages(rollout.obs[index], rollout.last_obs[index], rollout.done_index,
+                               rollout.final_obs[index], rollout.rewards[..., index], rollout.terminated,
+                               rollout.truncated, config)
+
     def fit_value(self, obs_flat: torch.Tensor, returns_flat: torch.Tensor, values_flat: torch.Tensor) -> dict:
         """Regress V onto the returns (before the policy step, as the original code does)."""
         var = float(returns_flat.var())
@@ -179,6 +186,15 @@ class PolicyEvaluator:
             out = self.make_dist(functional_call(self.policy, params, (self.obs,)))
         self._last = (theta, out)
         return out
+
+
+def act_independently(learners: list[Learner], obs: list[torch.Tensor]) -> torch.Tensor:
+    """Each learner samples its acting heads from its own observation; returns the joint action [B, n_agents]."""
+    cols = []
+    for i, learner in enumerate(learners):
+        with acting_as(i):
+            cols.append(learner.act(obs[i]))
+    return torch.cat(cols, dim=1)
 
 
 def standardize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:

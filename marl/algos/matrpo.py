@@ -106,7 +106,7 @@ from trpo_core import (
 
 from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import Learner, PolicyEvaluator, seed_sequence, standardize, trpo_settings
+from .common import Learner, PolicyEvaluator, act_independently, seed_sequence, standardize, trpo_settings
 from .privacy import acting_as
 
 
@@ -308,11 +308,19 @@ class MATRPOAgent(Learner):
 
 
 class MATRPO:
-    """Fully decentralized MATRPO over a communication graph (see the module docstring for the math)."""
+    """Fully decentralized MATRPO over a communication graph (see the module docstring for the math).
+
+    Parameters
+    ----------
+    obs_dims, n_actions : per-agent observation sizes and action counts.
+    config : TrainConfig
+    graph : networkx.Graph, optional
+        Any connected graph on the agent indices ``0..N-1``; default ``config.admm.graph`` (ring, as the paper).
+    """
 
     name = "matrpo"
 
-    def __init__(self, obs_dims, n_actions, config: TrainConfig):
+    def __init__(self, obs_dims, n_actions, config: TrainConfig, graph: nx.Graph | None = None):
         n_agents = len(obs_dims)
         if len(set(n_actions)) != 1:
             raise ValueError(f"MATRPO's joint-policy heads need equal action counts, got {n_actions}")
@@ -322,7 +330,14 @@ class MATRPO:
             MATRPOAgent(i, obs_dims[i], n_agents, n_actions[i], config, seed_sequence(config.seed, 1, i))
             for i in range(n_agents)
         ]
-        self.graph = communication_graph(config.admm.graph, n_agents, p=config.admm.graph_p, seed=config.seed)
+        if graph is None:
+            graph = communication_graph(config.admm.graph, n_agents, p=config.admm.graph_p, seed=config.seed)
+        elif set(graph.nodes) != set(range(n_agents)):
+            raise ValueError(f"graph nodes must be the agent indices 0..{n_agents - 1}, got {list(graph.nodes)}")
+        # Node i of the engine is agent i: rebuild with the nodes inserted in agent order.
+        self.graph = nx.Graph()
+        self.graph.add_nodes_from(range(n_agents))
+        self.graph.add_edges_from(graph.edges)
         self._pool = ThreadPoolExecutor(max_workers=2) if config.admm.parallel_endpoints else None
 
     def _map(self, fn, items) -> list:
@@ -332,11 +347,7 @@ class MATRPO:
     # -- rollout ---------------------------------------------------------------------------------------------------
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         """Each agent samples its own head from pi^i(. | o^i) (the other heads' samples would be discarded)."""
-        cols = []
-        for i, agent in enumerate(self.agents):
-            with acting_as(i):
-                cols.append(agent.act(obs[i]))
-        return torch.cat(cols, dim=1)
+        return act_independently(self.agents, obs)
 
     # -- one outer iteration ---------------------------------------------------------------------------------------
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
@@ -351,10 +362,7 @@ class MATRPO:
             # Agent i: GAE on its own reward, then value regression (before the policy step, original code §3).
             agent = self.agents[i]
             with acting_as(i):
-                adv, ret, values = agent.advantages(
-                    rollout.obs[i], rollout.last_obs[i], rollout.done_index, rollout.final_obs[i],
-                    rollout.rewards[..., i], rollout.terminated, rollout.truncated, cfg,
-                )
+                adv, ret, values = agent.own_advantages(rollout, i, cfg)
                 vf = agent.fit_value(rollout.obs[i].reshape(m, -1), ret.reshape(m), values.reshape(m))
             return adv.reshape(m), vf
 

@@ -197,3 +197,24 @@ def test_cli_train_eval_plot(tmp_path):
     bad = subprocess.run(base + ["train", "--set", "admm.rho=2", "--out", str(tmp_path / "x")], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown" in bad.stderr
+
+
+@pytest.mark.parametrize("graph_name", ["ring", "complete", "star", "path", "erdos_renyi"])
+def test_matrpo_runs_on_any_graph_with_drops(graph_name):
+    cfg = tiny_config("matrpo", f"admm.graph={graph_name}", "admm.drop_prob=0.3", "env.n_agents=4")
+    venv, algo, rollout = _one_rollout(cfg)
+    metrics = algo.update(rollout, 0)
+    assert np.isfinite(metrics["admm/consensus_error"]) and metrics["admm/edge_activations"] == 6
+    assert metrics["comm/messages_total"] == 2 * 6  # dropped messages were still sent
+
+
+def test_matrpo_accepts_a_networkx_graph_object():
+    import networkx as nx
+
+    cfg = tiny_config("matrpo", "env.n_agents=4")
+    venv = make_env_for(cfg)
+    wheel = nx.wheel_graph(4)
+    algo = MATRPO(venv.obs_dims, venv.n_actions, cfg, graph=wheel)
+    assert sorted(algo.graph.edges) == sorted(tuple(sorted(e)) for e in wheel.edges)
+    with pytest.raises(ValueError, match="agent indices"):
+        MATRPO(venv.obs_dims, venv.n_actions, cfg, graph=nx.relabel_nodes(wheel, {0: "a"}))
