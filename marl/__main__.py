@@ -8,6 +8,7 @@ Examples::
     python -m marl train --resume runs/matrpo_s0           # continue a killed run
     python -m marl eval runs/matrpo_s0 --episodes 50 --gif spread.gif
     python -m marl plot runs/matrpo_s* runs/itrpo_s* -o curves.png
+    python -m marl table runs/matrpo_s* runs/itrpo_s* --at 500000
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_table(args: argparse.Namespace) -> int:
+    from .plotting import summarize_runs
+
+    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m marl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="env/return")
     p.add_argument("--smooth", type=int, default=1)
     p.set_defaults(func=_cmd_plot)
+
+    s = sub.add_parser("table", help="mean and spread over seeds of return, coverage and collisions at a step count")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--at", type=int, required=True, help="environment steps (must end an iteration)")
+    s.add_argument("--window", type=int, default=1, help="iterations averaged, ending at --at")
+    s.set_defaults(func=_cmd_table)
     return parser
 
 

@@ -79,3 +79,33 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
+                   metrics=("env/return", "env/episode_coverage_distance", "env/episode_collisions")) -> dict:
+    """Per label (algorithm): mean and std over runs of each metric, averaged over the ``window`` iterations that
+    end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted."""
+    groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+    short: dict[str, int] = defaultdict(int)
+    for d in run_dirs:
+        cols = read_metrics(d)
+        steps = cols["env/steps"]
+        idx = np.flatnonzero(steps <= at_steps)
+        label = run_label(d)
+        if not len(idx) or steps[idx[-1]] != at_steps:
+            short[label] += 1
+            continue
+        sel = idx[-window:]
+        row = {k: float(np.nanmean(cols[k][sel])) for k in metrics if k in cols}
+        if "env/episode_coverage_distance" in cols and "env/episode_length" in cols:
+            # per-step mean of the coverage distance (sum over landmarks of the nearest agent's distance)
+            per_step = cols["env/episode_coverage_distance"][sel] / cols["env/episode_length"][sel]
+            row["env/coverage_distance_per_step"] = float(np.nanmean(per_step))
+        groups[label].append(row)
+    out = {}
+    for label, runs in groups.items():
+        out[label] = {"runs": len(runs), "short_runs": short.get(label, 0)}
+        for k in runs[0]:
+            vals = np.array([r[k] for r in runs])
+            out[label][k] = (float(vals.mean()), float(vals.std()), [round(v, 1) for v in vals])
+    return out

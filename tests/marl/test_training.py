@@ -194,6 +194,9 @@ def test_cli_train_eval_plot(tmp_path):
     out = subprocess.run(base + ["plot", str(run), "-o", str(tmp_path / "c.png")], capture_output=True, text=True,
                          check=True)
     assert (tmp_path / "c.png").stat().st_size > 0
+    out = subprocess.run(base + ["table", str(run), "--at", "400"], capture_output=True, text=True, check=True)
+    table = json.loads(out.stdout)
+    assert table["matrpo"]["runs"] == 1 and "env/coverage_distance_per_step" in table["matrpo"]
     bad = subprocess.run(base + ["train", "--set", "admm.rho=2", "--out", str(tmp_path / "x")], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown" in bad.stderr
