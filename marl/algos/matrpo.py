@@ -246,7 +246,8 @@ class MATRPOAgent(Learner):
         beta = math.sqrt(2.0 * settings.max_kl / sas) if math.isfinite(sas) and sas > 0 else math.nan
         if self.step_length == "penalized" and math.isfinite(beta):
             beta = min(beta, 1.0 / (degree * rho))
-        before = lagrangian(theta_old)
+        # L(theta_old): every log-ratio is 0 there, so the penalty vanishes and the surrogate is mean(A).
+        before = -float(adv.mean())
         if not bool(g.any()) or not math.isfinite(beta):
             accepted, new_theta = False, theta_old
             result = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
