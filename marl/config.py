@@ -113,7 +113,8 @@ class ADMMConfig:
     penalty: float | None = None  # β; None -> Table III
     graph: str = "ring"  # communication topology (paper: ring)
     graph_p: float = 0.5  # edge probability for erdos_renyi
-    edge_order: str = "random"  # "random" (paper, Algorithm 1) or "cyclic" (original code)
+    # "cyclic" (original code; default: learned better in RESULTS.md's ablation) or "random" (paper, Algorithm 1)
+    edge_order: str = "cyclic"
     exchange: str = "true"  # exchanged ratio: "true" log-ratio (original) or "linearized" J·Δθ (paper eq. 22)
     theta_update: str = "linesearch"  # "linesearch" (CG + backtracking on the nonlinear Lagrangian) or "closed_form"
     step_length: str = "boundary"  # "boundary" (eq. 22, original) or "penalized" (eq. 47 with lambda* >= 0)
@@ -152,7 +153,9 @@ class TrainConfig:
     seed: int = 0
     gamma: float = 0.995  # discount γ (paper)
     gae_lambda: float = 0.95  # GAE λ (paper)
-    gae_boundaries: str = "correct"  # "correct" (cut at termination, bootstrap at truncation) or "ignore" (original)
+    # "ignore" (original navigation code, finite=False: the trace runs through resets; default, learned better in
+    # RESULTS.md's ablation) or "correct" (cut at termination, bootstrap V(final obs) at truncation)
+    gae_boundaries: str = "ignore"
     hidden_sizes: tuple[int, ...] = (128, 128)  # two hidden layers of 128 SELU units (paper)
     activation: str = "selu"
     vf_lr: float = 3e-4  # value Adam step size

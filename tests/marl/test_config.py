@@ -74,13 +74,13 @@ def test_overrides_are_typed():
 def test_load_from_file_round_trip(tmp_path, suffix):
     path = tmp_path / f"cfg{suffix}"
     if suffix == ".toml":
-        path.write_text('algo = "itrpo"\nseed = 7\n[env]\nn_agents = 6\n[admm]\nedge_order = "cyclic"\n')
+        path.write_text('algo = "itrpo"\nseed = 7\n[env]\nn_agents = 6\n[admm]\nedge_order = "random"\n')
     elif suffix == ".yaml":
-        path.write_text("algo: itrpo\nseed: 7\nenv:\n  n_agents: 6\nadmm:\n  edge_order: cyclic\n")
+        path.write_text("algo: itrpo\nseed: 7\nenv:\n  n_agents: 6\nadmm:\n  edge_order: random\n")
     else:
-        path.write_text('{"algo": "itrpo", "seed": 7, "env": {"n_agents": 6}, "admm": {"edge_order": "cyclic"}}')
+        path.write_text('{"algo": "itrpo", "seed": 7, "env": {"n_agents": 6}, "admm": {"edge_order": "random"}}')
     cfg = load_config(path)
-    assert cfg.algo == "itrpo" and cfg.seed == 7 and cfg.env.n_agents == 6 and cfg.admm.edge_order == "cyclic"
+    assert cfg.algo == "itrpo" and cfg.seed == 7 and cfg.env.n_agents == 6 and cfg.admm.edge_order == "random"
     # the saved form reloads to the same object
     assert config_from_dict(dataclasses.asdict(cfg)) == cfg
 
