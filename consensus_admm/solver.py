@@ -344,7 +344,6 @@ class _EdgeRunner:
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.z)) and np.all(np.isfinite(self.lam)))
 
     def comm(self):
-        m = self.ga.n_edges
         return self.msgs.copy(), self.floats.copy(), 2 * self.activations
 
     def extras(self):

@@ -51,5 +51,6 @@ __all__ = [
     "set_flat_params",
     "subsample",
     "trainable_parameters",
+    "trust_region_step",
     "unflatten",
 ]

@@ -531,7 +531,6 @@ def _post_step_numpy(pos, hold, tpos, ttype, talive, size, btype, n_hunters, n_t
 def _write_obs_numpy(idx, pos, vel, hold, tpos, ttype, talive, btype, n_hunters, n_types, variant,
                      obs, obs_off, obs_dim):
     B, N, _ = pos.shape
-    T = tpos.shape[1]
     K = n_types
     nb = len(idx)
     p, v, hd, tp, tt, ta = pos[idx], vel[idx], hold[idx], tpos[idx], ttype[idx], talive[idx]

@@ -12,7 +12,7 @@ from conftest import ADMM_KKT_ATOL, ADMM_SOLUTION_ATOL, ADMM_SOLUTION_RTOL
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus_admm import (ADMMSettings, ADMMStatus, Averaging, Box, LeastSquares, LogisticRegression, Quadratic,
+from consensus_admm import (ADMMSettings, ADMMStatus, Averaging, Box, LogisticRegression, Quadratic,
                             solve)
 
 TIGHT = ADMMSettings(eps_abs=1e-11, eps_rel=1e-11, max_iter=50_000, check_interval=10)

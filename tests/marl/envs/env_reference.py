@@ -114,7 +114,7 @@ class ReferenceCollector:
         return self.mag[a, b] < size_a + size_b
 
     def step(self, actions, continuous=False):
-        H, N = self.H, self.N
+        N = self.N
         force = [(self.mass[i] * 1.5) * (direction(a, continuous) * 1.5) for i, a in enumerate(actions)]
         for a in range(N):
             for b in range(a + 1, N):
