@@ -224,7 +224,16 @@ def initial_penalty(problem: Problem, ga: GraphArrays, method: str) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _NodeRunner:
+class _GraphRunner:
+    """What the graph runners share: a penalty change refreshes the cached local factorizations (d_i rho)."""
+
+    def set_penalty(self, rho):
+        self.rho = rho
+        if self.p.fused:
+            self.p.packed.refresh_cholesky(rho * self.ga.degree.astype(float))
+
+
+class _NodeRunner(_GraphRunner):
     """sync, alpha = 1, no drops: fused DADMM kernel (S1)-(S4)."""
 
     def __init__(self, problem: Problem, ga: GraphArrays, settings: ADMMSettings, rho, x0, lam0):
@@ -239,10 +248,6 @@ class _NodeRunner:
         self._prox = problem.prox_batch(settings.inner_tol, settings.inner_max_iter)
         self.set_penalty(rho)
 
-    def set_penalty(self, rho):
-        self.rho = rho
-        if self.p.fused:
-            self.p.packed.refresh_cholesky(rho * self.ga.degree.astype(float))
 
     def run(self, n):
         ga = self.ga
@@ -273,7 +278,7 @@ class _NodeRunner:
         return dict(edge_z=None, edge_duals=None, dual=self.lam.copy(), n_activations=self.n_iter * self.ga.n_edges)
 
 
-class _EdgeRunner:
+class _EdgeRunner(_GraphRunner):
     """async (one edge per tick) or sync on explicit edge state (all edges per tick): (A1)-(A3)."""
 
     def __init__(self, problem, ga, settings, rho, x0, z0, lam0, stream: EdgeStream, is_async: bool):
@@ -299,10 +304,6 @@ class _EdgeRunner:
         self._prox = problem.prox_batch(settings.inner_tol, settings.inner_max_iter)
         self.set_penalty(rho)
 
-    def set_penalty(self, rho):
-        self.rho = rho
-        if self.p.fused:
-            self.p.packed.refresh_cholesky(rho * self.ga.degree.astype(float))
 
     def _ticks(self, n_ticks):
         m = self.ga.n_edges
