@@ -24,7 +24,10 @@ Stopping follows openai/baselines ``cg.py`` as HARL and MATRPO use it: stop when
 
 Departures
 ----------
-- Warm start x_0 (``x0``) costs one extra product for r_0; baselines always starts from 0.
+- Warm start x_0 (``x0``) costs one extra product for r_0, unless the caller passes A x_0 (``ax0``), e.g. kept from
+  an earlier solve as A x = b - r; baselines always starts from 0.
+- The final residual vector r_k (from the recurrence (CG4)) is returned in ``CGInfo.residual``, so A x = b - r_k is
+  available without another product.
 - If p^T A p <= 0 (A not positive definite along p) the iteration stops before dividing and reports it, instead of
   returning a garbage step.
 """
@@ -32,7 +35,7 @@ Departures
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -52,6 +55,8 @@ class CGInfo:
     # status: r^T r < residual_tol reached; p^T A p <= 0 or non-finite met (iteration stopped there)
     converged: bool
     nonpositive_curvature: bool
+    # the residual vector r_k = b - A x_k of the returned iterate, from the recurrence (CG4)
+    residual: Tensor | None = field(default=None, repr=False, compare=False)
 
 
 def conjugate_gradient(
@@ -60,6 +65,7 @@ def conjugate_gradient(
     max_iter: int = 10,
     residual_tol: float = 1e-10,
     x0: Tensor | None = None,
+    ax0: Tensor | None = None,
 ) -> tuple[Tensor, CGInfo]:
     """Approximately solve A x = b by conjugate gradient, eqs. (CG1)-(CG5).
 
@@ -75,6 +81,8 @@ def conjugate_gradient(
         Stop when the squared residual r^T r falls below this.
     x0 : torch.Tensor, optional
         Warm start, shape [n]. Default zero (no product spent on r_0).
+    ax0 : torch.Tensor, optional
+        A x0 when the caller already knows it (then r_0 = b - ax0 costs no product). Only with ``x0``.
 
     Returns
     -------
@@ -86,7 +94,8 @@ def conjugate_gradient(
     Raises
     ------
     ValueError
-        If ``b`` is not a vector, ``x0`` does not match it, or ``max_iter`` < 1.
+        If ``b`` is not a vector, ``x0`` or ``ax0`` does not match it, ``ax0`` comes without ``x0``, or
+        ``max_iter`` < 1.
 
     Notes
     -----
@@ -106,6 +115,8 @@ def conjugate_gradient(
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     if x0 is not None and x0.shape != b.shape:
         raise ValueError(f"x0 must have shape {tuple(b.shape)}, got {tuple(x0.shape)}")
+    if ax0 is not None and (x0 is None or ax0.shape != b.shape):
+        raise ValueError(f"ax0 (= A x0) needs x0 and shape {tuple(b.shape)}, got {tuple(ax0.shape)}")
 
     # (CG1)
     if x0 is None:
@@ -113,7 +124,7 @@ def conjugate_gradient(
         r = b.clone()
     else:
         x = x0.detach().clone().to(b)
-        r = b - matvec(x)
+        r = b - (matvec(x) if ax0 is None else ax0.to(b))
     p = r.clone()
     rdotr = torch.dot(r, r)
     initial = float(rdotr.sqrt())
@@ -144,5 +155,6 @@ def conjugate_gradient(
         initial_residual_norm=initial,
         converged=converged,
         nonpositive_curvature=nonpositive,
+        residual=r,
     )
     return x, info

@@ -40,7 +40,9 @@ input of the l-th Linear, W_l its weight and D_l the derivative of the activatio
 (F4') G_l = g_l^T a_l,  g_{b_l} = sum_m g_l,  g_{l-1} = D_{l-1} * (g_l W_l)     two matmuls per layer
 
 where only the small tail from the last layer to z (views, head slicing, a log-std parameter) runs on autograd.
-Other modules (residual connections, shared layers, normalisation layers) use autograd throughout.
+The activations recognised are torch's elementwise ones and any parameter-free module with a class attribute
+``elementwise = True`` (for example a custom fused activation). Other modules (residual connections, shared layers,
+normalisation layers) use autograd throughout.
 ``FisherVectorProduct.path`` says which one was taken.
 
 References
@@ -131,6 +133,21 @@ class _Recorder:
             h.remove()
 
 
+def _is_view_of(z: Tensor, y: Tensor) -> bool:
+    """Whether ``z`` is a same-size, row-major reshape of ``y`` (so J_tail is the identity on the flat buffer)."""
+    fn = z.grad_fn
+    return (
+        z is not y
+        and z._base is y
+        and z.numel() == y.numel()
+        and z.is_contiguous()
+        and y.is_contiguous()
+        and z.storage_offset() == y.storage_offset()
+        and type(fn).__name__ in ("ViewBackward0", "ReshapeAliasBackward0", "UnsafeViewBackward0")
+        and fn.next_functions[0][0] is y.grad_fn
+    )
+
+
 def _reaches(outputs: list[Tensor], stop: Any, forbidden: set[int]) -> bool:
     """Whether the graph of ``outputs``, not descending through node ``stop``, reaches a leaf in ``forbidden``."""
     stack = [z.grad_fn for z in outputs]
@@ -182,7 +199,7 @@ class _Chain:
                 iw = index.get(id(weight))
                 ib = index.get(id(bias)) if bias is not None else None
                 layers.append(("linear", x.detach(), weight.detach(), iw, ib))
-            elif isinstance(mod, _ELEMENTWISE):
+            elif isinstance(mod, _ELEMENTWISE) or getattr(mod, "elementwise", False) is True:
                 if any(p.requires_grad for p in mod.parameters()):
                     return None
                 if isinstance(mod, nn.Identity):
@@ -206,13 +223,19 @@ class _Chain:
         if _reaches(outs, y.grad_fn, {id(theta[i]) for i in chain_idx}):
             return None  # the distribution uses the chain's parameters other than through y
         others = [i for i in range(len(theta)) if i not in chain_idx]
+        self = cls()
+        self.layers, self.y, self.theta, self.others = layers, y, theta, others
+        # The common tail is a reshape of y (e.g. logits [B, heads * actions] -> [B, heads, actions]): then J_tail is
+        # the identity on the flat buffer and both tail products are views, with no autograd call per product.
+        self.view_tail = not others and len(outs) == 1 and _is_view_of(outs[0], y)
+        if self.view_tail:
+            self.outs_all, self.used, self.outs = outs_all, used, outs
+            return self
         tail_inputs = [y] + [theta[i] for i in others]
         u = [torch.zeros_like(z, requires_grad=True) for z in outs]
         gt = torch.autograd.grad(outs, tail_inputs, grad_outputs=u, create_graph=True, allow_unused=True)
         if gt[0] is None or not gt[0].requires_grad:
             return None
-        self = cls()
-        self.layers, self.y, self.theta, self.others = layers, y, theta, others
         self.outs_all, self.used, self.outs, self.u, self.tail_inputs = outs_all, used, outs, u, tail_inputs
         # J_tail^T u for the inputs that depend on u; their tangents are t_y (k = 0) and v_others (k >= 1).
         self.gt = [(k, g) for k, g in enumerate(gt) if g is not None and g.requires_grad]
@@ -235,6 +258,12 @@ class _Chain:
                 t = t * layer[1]
         if t is None:
             t = torch.zeros_like(self.y)
+        if self.view_tail:
+            (i,) = self.used
+            tangents = [torch.zeros_like(z) for z in self.outs_all]
+            tangents[i] = t.view(self.outs_all[i].shape)
+            g = (old.fisher_vp(tuple(tangents))[i] * scale).reshape(self.y.shape)  # (F3), then (F4) through the view
+            return self._backward(g, [None] * len(self.theta))
         tangents_in = [t] + [parts[i] for i in self.others]
         # (F2) through the tail
         jz = torch.autograd.grad([g for _, g in self.gt], self.u, grad_outputs=[tangents_in[k] for k, _ in self.gt],
@@ -251,8 +280,10 @@ class _Chain:
         grads: list[Tensor | None] = [None] * len(self.theta)
         for k, i in enumerate(self.others):
             grads[i] = back[k + 1]
-        # (F4') through the chain
-        g = back[0]
+        return self._backward(back[0], grads)
+
+    def _backward(self, g: Tensor, grads: list) -> Tensor:
+        """(F4') through the chain, from g = J_tail^T w at y; ``grads`` already holds the non-chain parameters'."""
         for pos in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[pos]
             if layer[0] == "linear":

@@ -142,6 +142,7 @@ def natural_gradient_direction(
     settings: TRPOSettings,
     *,
     x0: Tensor | None = None,
+    ax0: Tensor | None = None,
 ) -> tuple[Tensor, CGInfo]:
     """Solve (F + lambda I) s = g by conjugate gradient, eq. (T1).
 
@@ -155,6 +156,9 @@ def natural_gradient_direction(
         Uses ``damping``, ``cg_max_iter``, ``cg_residual_tol``.
     x0 : torch.Tensor, optional
         CG warm start.
+    ax0 : torch.Tensor, optional
+        (F + lambda I) x0 if known (saves CG's first product; ``info.residual`` of an earlier solve gives
+        A s = g - r).
 
     Returns
     -------
@@ -174,7 +178,7 @@ def natural_gradient_direction(
         return fisher_vector_product(v) + damping * v if damping else fisher_vector_product(v)
 
     return conjugate_gradient(damped, gradient, max_iter=settings.cg_max_iter,
-                              residual_tol=settings.cg_residual_tol, x0=x0)
+                              residual_tol=settings.cg_residual_tol, x0=x0, ax0=ax0)
 
 
 def max_step_length(direction: Tensor, curvature: Tensor, max_kl: float) -> float:

@@ -67,13 +67,38 @@ def test_warm_start_near_the_solution_helps():
     assert warm.residual_norm < cold.residual_norm
 
 
+@given(n=st.integers(2, 30), seed=st.integers(0, 2**31 - 1), max_iter=st.integers(1, 8))
+def test_known_a_x0_saves_a_product_and_changes_nothing(n, seed, max_iter):
+    """Passing A x0 (kept from an earlier solve as b' - r') gives the same iterate with one product fewer."""
+    A = random_spd(n, seed, 100.0)
+    rng = np.random.default_rng(seed + 1)
+    b_prev, b = (torch.from_numpy(rng.standard_normal(n)) for _ in range(2))
+    s_prev, info_prev = conjugate_gradient(lambda v: A @ v, b_prev, max_iter=max_iter, residual_tol=0.0)
+    torch.testing.assert_close(b_prev - info_prev.residual, A @ s_prev, rtol=1e-8, atol=1e-10)
+    products = []
+
+    def counted(v):
+        products.append(1)
+        return A @ v
+
+    x_plain, info_plain = conjugate_gradient(counted, b, max_iter=max_iter, residual_tol=0.0, x0=s_prev)
+    n_plain = len(products)
+    products.clear()
+    x_known, info_known = conjugate_gradient(counted, b, max_iter=max_iter, residual_tol=0.0, x0=s_prev,
+                                             ax0=b_prev - info_prev.residual)
+    assert len(products) == n_plain - 1 == info_known.n_iter
+    torch.testing.assert_close(x_known, x_plain, rtol=1e-7, atol=1e-9 * (1 + float(x_plain.norm())))
+    torch.testing.assert_close(info_known.residual, b - A @ x_known, rtol=1e-6, atol=1e-9)
+
+
 def test_reports_nonpositive_curvature():
     x, info = conjugate_gradient(lambda v: -v, torch.ones(3, dtype=torch.float64))
     assert info.nonpositive_curvature and not info.converged
     assert torch.all(x == 0)
 
 
-@pytest.mark.parametrize("bad", [dict(max_iter=0), dict(x0=torch.zeros(2))])
+@pytest.mark.parametrize("bad", [dict(max_iter=0), dict(x0=torch.zeros(2)), dict(ax0=torch.zeros(3)),
+                                 dict(x0=torch.zeros(3), ax0=torch.zeros(2))])
 def test_invalid_input_raises(bad):
     with pytest.raises(ValueError):
         conjugate_gradient(lambda v: v, torch.ones(3), **bad)

@@ -99,6 +99,9 @@ def _case(name):
     if name == "shared_layer_falls_back":
         m = Shared().to(D)
         return m, (lambda o: Categorical(m(o))), 4, "autograd"
+    if name == "custom_elementwise_activation":
+        m = nn.Sequential(nn.Linear(3, 5), _Softsign(), nn.Linear(5, 4)).to(D)
+        return m, (lambda o: Categorical(m(o))), 3, "mlp"
     if name == "layernorm_falls_back":
         m = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 4)).to(D)
         return m, (lambda o: Categorical(m(o))), 3, "autograd"
@@ -114,12 +117,22 @@ def _case(name):
     raise ValueError(name)
 
 
+class _Softsign(nn.Module):
+    """A user-defined activation that opts into the fast path with ``elementwise = True``."""
+
+    elementwise = True
+
+    def forward(self, x):
+        return x / (1 + x.abs())
+
+
 CASES = [
     "multihead_selu",
     "sequential_identity_gelu",
     "head_slicing_in_dist_fn",
     "gaussian_log_std_parameter",
     "frozen_first_layer",
+    "custom_elementwise_activation",
     "residual_falls_back",
     "shared_layer_falls_back",
     "layernorm_falls_back",
