@@ -38,6 +38,9 @@ Departures
 ----------
 - No "expected improvement" test under the MATRPO rule: MATRPO's loss is nonlinear and its gradient is not g.
 - A zero gradient or a non-positive/non-finite curvature s^T F s is a status (no step), not an exception.
+- Each candidate's KL is evaluated first and the objective only where the KL test passes (both rules need it), so a
+  ``kl_fn`` may stop early and return any value above the bound once it knows the candidate fails (e.g. a partial
+  sum of the non-negative per-sample KL terms). Accepted steps are unchanged by this.
 """
 
 from __future__ import annotations
@@ -243,7 +246,9 @@ def backtracking_line_search(
     full_step : torch.Tensor
         Delta = beta s, shape [P].
     kl_fn : callable
-        theta -> mean KL(pi_old || pi_theta) (float or 0-d tensor).
+        theta -> mean KL(pi_old || pi_theta) (float or 0-d tensor). Called before the objective at each candidate;
+        for a candidate it knows to fail it may return any value above the bound (``max_kl`` under "harl",
+        ``kl_slack * max_kl`` under "matrpo") without finishing the computation.
     settings : TRPOSettings
         Uses ``acceptance``, ``max_kl``, ``backtrack_coeff``, ``max_backtracks``, ``accept_ratio``, ``kl_slack``.
     surrogate_fn, loss_fn : callable
@@ -275,11 +280,16 @@ def backtracking_line_search(
         # No predicted ascent: the HARL ratio test cannot pass (HARL would divide by a non-positive number).
         expected_improvement = math.nan
 
+    kl_bound = settings.max_kl if harl else settings.kl_slack * settings.max_kl
+
     def evaluate(theta: Tensor) -> tuple[float, float]:
         if params is not None:
             set_flat_params(params, theta)
         with torch.no_grad():
-            return sign * _as_float(fn(theta)), _as_float(kl_fn(theta))
+            kl = _as_float(kl_fn(theta))
+            if not (math.isfinite(kl) and kl <= kl_bound):
+                return math.nan, kl  # rejected by the KL test: the objective is not needed
+            return sign * _as_float(fn(theta)), kl
 
     with torch.no_grad():
         if surrogate_before is None:

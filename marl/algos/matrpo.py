@@ -180,6 +180,7 @@ class MATRPOAgent(Learner):
             "logp_graph": logp_graph,
             "logp_old": logp_graph.detach(),
             "old_dist": dist.detach(),
+            "old_logits": logits.detach(),
             "fvp": fisher_vector_product(
                 policy, lambda o: MultiCategorical(policy(o)), obs, form=self.settings.fisher_form,
                 damping=0.0, subsample_every=self.settings.fvp_subsample_every,
@@ -220,15 +221,17 @@ class MATRPOAgent(Learner):
         g = torch.cat([t.reshape(-1) for t in grads])
         theta_old = b["theta_old"]
         evaluator: PolicyEvaluator = b["evaluator"]
-        old_dist = b["old_dist"]
         actions = b["actions"]
         logp_old = b["logp_old"]
 
         def logratio(theta: torch.Tensor) -> torch.Tensor:
             return evaluator.dist(theta).log_prob_per_head(actions) - logp_old
 
+        kl_limit = self.settings.kl_slack * self.settings.max_kl
+
         def kl(theta: torch.Tensor) -> float:
-            return float(old_dist.kl(evaluator.dist(theta)).mean())
+            # Exact below the line search's bound; above it, possibly a partial (lower-bound) value: enough to reject.
+            return evaluator.kl_within(theta, b["old_logits"], kl_limit)
 
         def lagrangian(theta: torch.Tensor) -> float:
             # (M5), constants independent of theta dropped (they cancel in the acceptance test).

@@ -219,3 +219,21 @@ def test_matrpo_rule_allows_kl_slack_and_equal_loss():
         settings=TRPOSettings.matrpo(max_kl=0.01))
     assert res.accepted and res.n_backtracks == 0
     assert res.kl == pytest.approx(0.014)
+
+
+@pytest.mark.parametrize("acceptance", ["harl", "matrpo"])
+def test_objective_is_not_evaluated_where_the_kl_test_fails(acceptance):
+    """kl_fn runs first; a candidate it rejects never reaches the objective (so kl_fn may stop early)."""
+    calls = []
+
+    def surrogate(th):
+        calls.append(float(th[0]))
+        return float(th[0])
+
+    res = backtracking_line_search(
+        torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+        kl_fn=lambda th: float(th[0] ** 2), surrogate_fn=surrogate, expected_improvement=1.0,
+        settings=TRPOSettings(max_kl=0.1, backtrack_coeff=0.5, acceptance=acceptance, kl_slack=1.0))
+    # fractions 1 (KL 1), 0.5 (0.25), 0.25 (0.0625 passes)
+    assert res.accepted and res.step_fraction == 0.25
+    assert calls == [0.0, 0.25]  # theta_old (surrogate_before not given), then only the accepted candidate
