@@ -258,23 +258,27 @@ class _Chain:
                 t = t * layer[1]
         if t is None:
             t = torch.zeros_like(self.y)
+        tangents = [torch.zeros_like(z) for z in self.outs_all]
         if self.view_tail:
             (i,) = self.used
-            tangents = [torch.zeros_like(z) for z in self.outs_all]
             tangents[i] = t.view(self.outs_all[i].shape)
-            g = (old.fisher_vp(tuple(tangents))[i] * scale).reshape(self.y.shape)  # (F3), then (F4) through the view
-            return self._backward(g, [None] * len(self.theta))
-        tangents_in = [t] + [parts[i] for i in self.others]
-        # (F2) through the tail
-        jz = torch.autograd.grad([g for _, g in self.gt], self.u, grad_outputs=[tangents_in[k] for k, _ in self.gt],
-                                 retain_graph=True, allow_unused=True, materialize_grads=True)
-        tangents = [torch.zeros_like(z) for z in self.outs_all]
-        for k, i in enumerate(self.used):
-            tangents[i] = jz[k]
+        else:
+            tangents_in = [t] + [parts[i] for i in self.others]
+            # (F2) through the tail
+            jz = torch.autograd.grad([g for _, g in self.gt], self.u,
+                                     grad_outputs=[tangents_in[k] for k, _ in self.gt],
+                                     retain_graph=True, allow_unused=True, materialize_grads=True)
+            for k, i in enumerate(self.used):
+                tangents[i] = jz[k]
         # (F3)
         fz = old.fisher_vp(tuple(tangents))
-        w_out = [fz[i] * scale for i in self.used]
-        # (F4) through the tail
+        return self.vjp([fz[i] * scale for i in self.used])
+
+    def vjp(self, w_out: list[Tensor]) -> Tensor:
+        """(F4) J^T w for cotangents ``w_out`` on the used distribution parameters, as a flat [P] vector."""
+        if self.view_tail:
+            return self._backward(w_out[0].reshape(self.y.shape), [None] * len(self.theta))
+        # through the tail
         back = torch.autograd.grad(self.outs, self.tail_inputs, grad_outputs=w_out, retain_graph=True,
                                    allow_unused=True, materialize_grads=True)
         grads: list[Tensor | None] = [None] * len(self.theta)
@@ -354,6 +358,8 @@ class FisherVectorProduct:
         if not isinstance(dist, Distribution):
             raise TypeError(f"dist_fn must return a trpo_core Distribution, got {type(dist).__name__}")
         self._old = dist.detach()
+        self._params = [z for z in dist.params if z.requires_grad]
+        self._params_used = [i for i, z in enumerate(dist.params) if z.requires_grad]
         self.n_samples = int(self._old.entropy().numel())
         self._chain: _Chain | None = None
         if form == "exact":
@@ -419,6 +425,29 @@ class FisherVectorProduct:
         jtw = torch.autograd.grad(self._outs, self._theta, grad_outputs=w, retain_graph=True, allow_unused=True,
                                   materialize_grads=True)
         return torch.cat([h.reshape(-1) for h in jtw])
+
+    def vjp(self, cotangents: tuple[Tensor, ...]) -> Tensor:
+        """Return J^T w, summed over the (subsampled) samples: the gradient of sum(w * z) with respect to theta_old.
+
+        ``cotangents`` has one tensor per distribution parameter z (shaped like ``dist.params``; e.g. the logits'
+        gradient of a per-sample objective). On the ``"mlp"`` path this is eq. (F4') on the cached activations, with
+        no autograd graph; otherwise a retained-graph backward. Many right-hand sides at one theta_old (MATRPO's
+        ADMM iterations) reuse one build.
+        """
+        if len(cotangents) != len(self._old.params):
+            raise ValueError(f"expected {len(self._old.params)} cotangents (one per distribution parameter), "
+                             f"got {len(cotangents)}")
+        w = [cotangents[i] for i in self._params_used]
+        with torch.enable_grad():
+            if self._chain is not None:
+                out = self._chain.vjp(w)
+            elif self._params:
+                grads = torch.autograd.grad(self._params, self._theta, grad_outputs=w, retain_graph=True,
+                                            allow_unused=True, materialize_grads=True)
+                out = torch.cat([g.reshape(-1) for g in grads])
+            else:
+                out = torch.zeros(self.dim, dtype=self._theta[0].dtype)
+        return out.detach()
 
     def __call__(self, v: Tensor) -> Tensor:
         """Return (F + damping I) v, eq. (F5). ``v`` has shape [P] and the parameters' dtype."""

@@ -81,8 +81,10 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
   nor the step length s^T A s costs a Fisher product.
   Measured on a Navigation N=3 batch (M = 10,000, damping 0.01): cold 10-iteration CG leaves a relative residual
   ||r||/||g|| of 0.43-0.63 (CG is far from converged on this ill-conditioned Fisher), warm 3-5 iterations 0.22-0.47.
-- The CG right-hand side (M2) is a vector-Jacobian product through a graph built once per outer iteration at
-  theta_old, and the Fisher product (every 5th sample, as the original code) is built once per outer iteration too.
+- The CG right-hand side (M2) is a vector-Jacobian product on activations cached once per outer iteration at
+  theta_old (``trpo_core.FisherVectorProduct.vjp``: the score w_n (onehot(a^n) - pi_n) on the logits pulled back
+  by hand through the MLP), and the Fisher product (every 5th sample, as the original code) is built once per outer
+  iteration too.
 """
 
 from __future__ import annotations
@@ -166,28 +168,35 @@ class MATRPOAgent(Learner):
         """Fix theta_old and build, once, everything the ADMM iterations reuse (graph for (M2), Fisher for (M3))."""
         p = self.private
         policy = p.policy
-        named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
-        theta_leaves = [q.detach().clone().requires_grad_(True) for _, q in named]
-        logits = functional_call(policy, dict(zip([n for n, _ in named], theta_leaves)), (obs,))
+
+        def dist_fn(o: torch.Tensor) -> MultiCategorical:
+            return MultiCategorical(policy(o))
+
+        with torch.no_grad():
+            logits = policy(obs)
         dist = MultiCategorical(logits)
-        logp_graph = dist.log_prob_per_head(joint_actions)  # [N, M], graph kept for (M2)
+        logp_old = dist.log_prob_per_head(joint_actions)  # [N, M]
+        # (M2) J^{qn T} w_n = (d z / d theta)^T [w_n (onehot(a^n) - pi_n)]: the score of log pi(a^n | o) with respect
+        # to head n's logits z_n, times w_n, pulled back through the network by one J^T product per update.
+        score = torch.nn.functional.one_hot(joint_actions.long(), logits.shape[-1]).to(logits.dtype) - dist.probs
         p.batch = {
             "obs": obs,
             "actions": joint_actions,
             "adv": advantages,
             "theta_old": flat_params(policy).clone(),
-            "theta_leaves": theta_leaves,
-            "logp_graph": logp_graph,
-            "logp_old": logp_graph.detach(),
-            "old_dist": dist.detach(),
-            "old_logits": logits.detach(),
+            "theta_leaves": [q.detach().clone() for q in policy.parameters() if q.requires_grad],
+            "score": score,  # [M, N, A]
+            "jacobian": fisher_vector_product(policy, dist_fn, obs, form="fast", damping=0.0, subsample_every=1),
+            "logp_old": logp_old,
+            "old_dist": dist,
+            "old_logits": logits,
             "fvp": fisher_vector_product(
-                policy, lambda o: MultiCategorical(policy(o)), obs, form=self.settings.fisher_form,
+                policy, dist_fn, obs, form=self.settings.fisher_form,
                 damping=0.0, subsample_every=self.settings.fvp_subsample_every,
             ),
             "evaluator": PolicyEvaluator(policy, obs),
             "cg_prev": None,
-            "x": torch.zeros(logp_graph.numel(), dtype=torch.float64),
+            "x": torch.zeros(logp_old.numel(), dtype=torch.float64),
         }
 
     # -- (M1)-(M6) -----------------------------------------------------------------------------------------------
@@ -217,8 +226,7 @@ class MATRPOAgent(Learner):
         # (M1)
         w = adv.unsqueeze(0) - ds + rho * zs
         # (M2)
-        grads = torch.autograd.grad(b["logp_graph"], b["theta_leaves"], grad_outputs=w / m, retain_graph=True)
-        g = torch.cat([t.reshape(-1) for t in grads])
+        g = b["jacobian"].vjp((b["score"] * (w.t() / m).unsqueeze(-1),))
         theta_old = b["theta_old"]
         evaluator: PolicyEvaluator = b["evaluator"]
         actions = b["actions"]
