@@ -81,6 +81,11 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
   nor the step length s^T A s costs a Fisher product.
   Measured on a Navigation N=3 batch (M = 10,000, damping 0.01): cold 10-iteration CG leaves a relative residual
   ||r||/||g|| of 0.43-0.63 (CG is far from converged on this ill-conditioned Fisher), warm 3-5 iterations 0.22-0.47.
+- The line search (M5) evaluates each candidate's KL first, over the batch in chunks, and stops as soon as the
+  partial sum of the non-negative per-sample KL terms proves the candidate outside 1.5 delta/N; the Lagrangian is
+  evaluated only for candidates inside. Decisions are those of the full evaluation. (On Navigation N=3 the full
+  step to the quadratic model's boundary has a true KL of 4-8 delta/N and is always rejected, as in the original
+  code; the chunked test rejects it after about 40% of the batch.)
 - The CG right-hand side (M2) is a vector-Jacobian product on activations cached once per outer iteration at
   theta_old (``trpo_core.FisherVectorProduct.vjp``: the score w_n (onehot(a^n) - pi_n) on the logits pulled back
   by hand through the MLP), and the Fisher product (every 5th sample, as the original code) is built once per outer
