@@ -21,7 +21,15 @@ import torch
 
 from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import Learner, act_independently, seed_sequence, standardize, trpo_policy_update, trpo_settings
+from .common import (
+    Learner,
+    act_independently,
+    samples,
+    seed_sequence,
+    standardize,
+    trpo_policy_update,
+    trpo_settings,
+)
 from .privacy import acting_as
 
 
@@ -59,16 +67,15 @@ class ITRPO:
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.config
-        m = rollout.n_steps * rollout.n_envs
         metrics: dict[str, float] = {}
         for i, agent in enumerate(self.agents):
             with acting_as(i):
                 adv, ret, values = agent.own_advantages(rollout, i, cfg)
-                obs = rollout.obs[i].reshape(m, -1)
-                vf = agent.fit_value(obs, ret.reshape(m), values.reshape(m))
-                adv = adv.reshape(m)
+                obs = samples(rollout.obs[i])
+                vf = agent.fit_value(obs, samples(ret), samples(values))
+                adv = samples(adv)
                 adv = standardize(adv, float(adv.mean()), float(adv.std()))
-                own_action = rollout.actions[..., i].reshape(m, 1)
+                own_action = samples(rollout.actions[..., i : i + 1])
                 info = trpo_policy_update(agent, obs, own_action, adv, self.settings)
             metrics.update(_step_metrics(f"_agent_{i}", info))
             metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
@@ -105,8 +112,6 @@ class CTRPO:
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.config
-        t, b = rollout.n_steps, rollout.n_envs
-        m = t * b
         joint_obs = torch.cat(rollout.obs, dim=-1)
         joint_last = torch.cat(rollout.last_obs, dim=-1)
         joint_final = torch.cat(rollout.final_obs, dim=-1)
@@ -115,11 +120,11 @@ class CTRPO:
             joint_obs, joint_last, rollout.done_index, joint_final, team_reward, rollout.terminated,
             rollout.truncated, cfg,
         )
-        obs = joint_obs.reshape(m, -1)
-        vf = self.learner.fit_value(obs, ret.reshape(m), values.reshape(m))
-        adv = adv.reshape(m)
+        obs = samples(joint_obs)
+        vf = self.learner.fit_value(obs, samples(ret), samples(values))
+        adv = samples(adv)
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
-        info = trpo_policy_update(self.learner, obs, rollout.actions.reshape(m, self.n_agents), adv, self.settings)
+        info = trpo_policy_update(self.learner, obs, samples(rollout.actions), adv, self.settings)
         metrics = _step_metrics("", info)
         metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
         metrics["value/loss"] = vf["value_loss"]

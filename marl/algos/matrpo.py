@@ -118,7 +118,15 @@ from trpo_core import (
 
 from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import Learner, PolicyEvaluator, act_independently, seed_sequence, standardize, trpo_settings
+from .common import (
+    Learner,
+    PolicyEvaluator,
+    act_independently,
+    samples,
+    seed_sequence,
+    standardize,
+    trpo_settings,
+)
 from .privacy import acting_as
 
 
@@ -382,7 +390,7 @@ class MATRPO:
         cfg = self.config
         t, b = rollout.n_steps, rollout.n_envs
         m = t * b
-        joint_actions = rollout.actions.reshape(m, self.n_agents)
+        joint_actions = samples(rollout.actions)  # [M, N], env-major like every per-sample tensor below
         metrics: dict[str, float] = {}
         t_start = time.perf_counter()
 
@@ -391,8 +399,8 @@ class MATRPO:
             agent = self.agents[i]
             with acting_as(i):
                 adv, ret, values = agent.own_advantages(rollout, i, cfg)
-                vf = agent.fit_value(rollout.obs[i].reshape(m, -1), ret.reshape(m), values.reshape(m))
-            return adv.reshape(m), vf
+                vf = agent.fit_value(samples(rollout.obs[i]), samples(ret), samples(values))
+            return samples(adv), vf
 
         advs = []
         for i, (adv, vf) in enumerate(self._map(own_advantages, range(self.n_agents))):
@@ -404,7 +412,7 @@ class MATRPO:
 
         def prepare(i: int) -> None:
             with acting_as(i):
-                self.agents[i].prepare(rollout.obs[i].reshape(m, -1), joint_actions, advs[i])
+                self.agents[i].prepare(samples(rollout.obs[i]), joint_actions, advs[i])
 
         self._map(prepare, range(self.n_agents))
         t_prepare = time.perf_counter()

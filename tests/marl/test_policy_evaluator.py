@@ -26,3 +26,15 @@ def test_kl_within_is_exact_below_the_limit_and_a_lower_bound_above(seed, scale,
         assert evaluator.dist(theta) is evaluator._last[1]
     else:
         assert limit < got <= full + 1e-12
+
+
+def test_samples_are_env_major_so_every_fifth_sample_spans_every_env():
+    from marl.algos.common import samples
+
+    t, b = 20, 10
+    x = torch.arange(t)[:, None] + 100 * torch.arange(b)[None, :]  # x[t, env] = 100 env + t
+    flat = samples(x.unsqueeze(-1)).squeeze(-1)
+    assert flat.tolist() == sorted(x.reshape(-1).tolist())  # m = env * T + t
+    sub = flat[::5]
+    assert set((sub // 100).tolist()) == set(range(b))  # the Fisher subsample sees all environments
+    assert set((sub % 100).tolist()) == {0, 5, 10, 15}
