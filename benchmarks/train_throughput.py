@@ -1,9 +1,10 @@
 """Whole-loop training throughput (environment steps per second) with the paper's N=3 settings.
 
 Prints one table: per algorithm/variant, env-steps/s and the time split of an outer iteration (rollout, value fit,
-consensus = local updates + exchanges). The "original-like" row switches off our speed levers in the same run
-(cold 10-iteration CG for every local solve, double-backward Fisher products, endpoints updated one after the other)
-so the gain is a ratio measured under the same machine load.
+consensus = local updates + exchanges). The "original-like" row switches off the speed levers that are switches, in
+the same run (cold 10-iteration CG for every local solve, double-backward Fisher products, endpoints updated one after
+the other), so the gain is a ratio measured under the same machine load. Levers that change no decision and have no
+switch stay on in both rows: the KL-first chunked line search and J^T w on cached activations.
 
     python benchmarks/train_throughput.py            # 1 warm-up + 3 timed iterations per row
     python benchmarks/train_throughput.py --iters 1 --quick
