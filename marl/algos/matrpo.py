@@ -86,6 +86,9 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
   evaluated only for candidates inside. Decisions are those of the full evaluation. (On Navigation N=3 the full
   step to the quadratic model's boundary has a true KL of 4-8 delta/N and is always rejected, as in the original
   code; the chunked test rejects it after about 40% of the batch.)
+- Samples are ordered env-major (m = env * T + t, as the original code's ``sf01``;
+  ``marl.algos.common.samples``), so the Fisher's every-5th-sample subsample spans every episode of the batch.
+  A time-major order (all steps of 2 of 10 envs) learned markedly slower (RESULTS.md, "Sample order").
 - The CG right-hand side (M2) is a vector-Jacobian product on activations cached once per outer iteration at
   theta_old (``trpo_core.FisherVectorProduct.vjp``: the score w_n (onehot(a^n) - pi_n) on the logits pulled back
   by hand through the MLP), and the Fisher product (every 5th sample, as the original code) is built once per outer
