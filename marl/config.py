@@ -161,6 +161,9 @@ class TrainConfig:
     vf_lr: float = 3e-4  # value Adam step size
     vf_epochs: int = 3
     vf_minibatch: int = 64
+    # Run the agents' value regressions (independent, one per agent) as one stacked computation
+    # (trpo_core.fit_stacked: same result per agent, and no agent's fit reads another's data; both tested).
+    stack_value_fits: bool = True
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
     log_every: int = 1
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)

@@ -20,7 +20,7 @@ from .step import (
     natural_gradient_direction,
     trust_region_step,
 )
-from .value import ValueFitInfo, ValueFitter
+from .value import ValueFitInfo, ValueFitter, fit_stacked
 
 __all__ = [
     "CGInfo",
@@ -41,6 +41,7 @@ __all__ = [
     "compute_gae",
     "conjugate_gradient",
     "fisher_vector_product",
+    "fit_stacked",
     "flat_grad",
     "flat_params",
     "functional_fisher_vector_product",

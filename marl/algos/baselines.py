@@ -24,6 +24,7 @@ from ..rollout import Rollout
 from .common import (
     Learner,
     act_independently,
+    fit_values,
     samples,
     seed_sequence,
     standardize,
@@ -68,12 +69,17 @@ class ITRPO:
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.config
         metrics: dict[str, float] = {}
+        gae = []
         for i, agent in enumerate(self.agents):
             with acting_as(i):
-                adv, ret, values = agent.own_advantages(rollout, i, cfg)
-                obs = samples(rollout.obs[i])
-                vf = agent.fit_value(obs, samples(ret), samples(values))
-                adv = samples(adv)
+                gae.append(tuple(samples(t) for t in agent.own_advantages(rollout, i, cfg)))
+        obs_all = [samples(o) for o in rollout.obs]
+        fits = fit_values(self.agents, obs_all, [r for _, r, _ in gae], [v for _, _, v in gae],
+                          stacked=cfg.stack_value_fits)
+        for i, agent in enumerate(self.agents):
+            vf = fits[i]
+            with acting_as(i):
+                adv, obs = gae[i][0], obs_all[i]
                 adv = standardize(adv, float(adv.mean()), float(adv.std()))
                 own_action = samples(rollout.actions[..., i : i + 1])
                 info = trpo_policy_update(agent, obs, own_action, adv, self.settings)

@@ -20,6 +20,7 @@ from trpo_core import (
     ValueFitter,
     compute_gae,
     fisher_vector_product,
+    fit_stacked,
     flat_grad,
     trust_region_step,
     unflatten,
@@ -130,13 +131,9 @@ class Learner:
 
     def fit_value(self, obs_flat: torch.Tensor, returns_flat: torch.Tensor, values_flat: torch.Tensor) -> dict:
         """Regress V onto the returns (before the policy step, as the original code does)."""
-        var = float(returns_flat.var())
-        explained = 1.0 - float((returns_flat - values_flat).var()) / var if var > 0 else float("nan")
         if self.vf_epochs == 0:
-            loss = float(((values_flat - returns_flat) ** 2).mean())
-            return {"value_loss": loss, "explained_variance": explained}
-        info = self.private.fitter.fit(obs_flat, returns_flat)
-        return {"value_loss": info.loss_after, "explained_variance": explained}
+            return _value_metrics(returns_flat, values_flat, None)
+        return _value_metrics(returns_flat, values_flat, self.private.fitter.fit(obs_flat, returns_flat))
 
     # -- checkpointing ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -156,6 +153,35 @@ class Learner:
         p.fitter.optimizer.load_state_dict(state["value_optimizer"])
         p.fit_rng.bit_generator.state = state["fit_rng"]
         p.act_gen.set_state(state["act_gen"])
+
+
+def _value_metrics(returns_flat: torch.Tensor, values_flat: torch.Tensor, info) -> dict:
+    var = float(returns_flat.var())
+    explained = 1.0 - float((returns_flat - values_flat).var()) / var if var > 0 else float("nan")
+    loss = info.loss_after if info is not None else float(((values_flat - returns_flat) ** 2).mean())
+    return {"value_loss": loss, "explained_variance": explained}
+
+
+def fit_values(learners: list[Learner], obs: list[torch.Tensor], returns: list[torch.Tensor],
+               values: list[torch.Tensor], *, stacked: bool, map_fn: Callable = lambda f, xs: [f(x) for x in xs]
+               ) -> list[dict]:
+    """Every learner's value regression on its own flat data (``Learner.fit_value``), in learner order.
+
+    With ``stacked`` the regressions run as one ``trpo_core.fit_stacked`` computation. That call is the one place
+    where the training loop, not an agent, touches all agents' value networks at once, so it runs outside
+    ``acting_as``; its per-member independence is proved by trpo_core's tests (changing one member's data leaves the
+    others' results bit-for-bit unchanged). Without it, each fit runs as its own agent (under the privacy guard),
+    through ``map_fn``.
+    """
+    if stacked and len(learners) > 1 and all(l.vf_epochs > 0 for l in learners):
+        infos = fit_stacked([l.private.fitter for l in learners], obs, returns)
+        return [_value_metrics(r, v, info) for r, v, info in zip(returns, values, infos)]
+
+    def one(i: int) -> dict:
+        with acting_as(learners[i].owner):
+            return learners[i].fit_value(obs[i], returns[i], values[i])
+
+    return map_fn(one, range(len(learners)))
 
 
 @dataclass

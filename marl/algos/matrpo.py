@@ -125,6 +125,7 @@ from .common import (
     Learner,
     PolicyEvaluator,
     act_independently,
+    fit_values,
     samples,
     seed_sequence,
     standardize,
@@ -398,16 +399,16 @@ class MATRPO:
         t_start = time.perf_counter()
 
         def own_advantages(i: int):
-            # Agent i: GAE on its own reward, then value regression (before the policy step, original code §3).
-            agent = self.agents[i]
+            # Agent i: GAE on its own reward with its own value network.
             with acting_as(i):
-                adv, ret, values = agent.own_advantages(rollout, i, cfg)
-                vf = agent.fit_value(samples(rollout.obs[i]), samples(ret), samples(values))
-            return samples(adv), vf
+                return tuple(samples(t) for t in self.agents[i].own_advantages(rollout, i, cfg))
 
-        advs = []
-        for i, (adv, vf) in enumerate(self._map(own_advantages, range(self.n_agents))):
-            advs.append(adv)
+        gae = self._map(own_advantages, range(self.n_agents))
+        advs = [a for a, _, _ in gae]
+        # Value regression before the policy step (original code §3); the policy step does not read V.
+        fits = fit_values(self.agents, [samples(o) for o in rollout.obs], [r for _, r, _ in gae],
+                          [v for _, _, v in gae], stacked=cfg.stack_value_fits, map_fn=self._map)
+        for i, vf in enumerate(fits):
             metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
             metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
         t_value = time.perf_counter()
