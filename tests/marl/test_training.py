@@ -221,3 +221,21 @@ def test_matrpo_accepts_a_networkx_graph_object():
     assert sorted(algo.graph.edges) == sorted(tuple(sorted(e)) for e in wheel.edges)
     with pytest.raises(ValueError, match="agent indices"):
         MATRPO(venv.obs_dims, venv.n_actions, cfg, graph=nx.relabel_nodes(wheel, {0: "a"}))
+
+
+@pytest.mark.parametrize("algo", ["matrpo", "itrpo"])
+def test_stacked_value_fits_match_per_agent_fits(algo):
+    """``stack_value_fits`` changes how the agents' value regressions run, not what they compute."""
+    results = []
+    for flag in ("true", "false"):
+        cfg = tiny_config(algo, f"stack_value_fits={flag}")
+        venv, algo_obj, rollout = _one_rollout(cfg)
+        metrics = algo_obj.update(rollout, 0)
+        values = [torch.cat([p.detach().reshape(-1) for p in a.private.value.parameters()]) for a in algo_obj.agents]
+        results.append((metrics, values))
+    (m1, v1), (m2, v2) = results
+    for a, b in zip(v1, v2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for i in range(len(v1)):
+        key = f"value/loss_agent_{i}"
+        assert m1[key] == pytest.approx(m2[key], rel=1e-5)
