@@ -318,6 +318,9 @@ class FisherVectorProduct:
         M, the number of per-sample KL terms averaged (after subsampling).
     dim : int
         P, the length of v.
+    distribution : Distribution
+        pi_old on the (subsampled) inputs, detached: the forward pass the operator was built from, for callers that
+        also need the old policy's outputs.
     path : str
         How the fast form runs: ``"mlp"`` (the module's layers form a chain of ``nn.Linear`` and elementwise
         activations, so J v and J^T w are computed by hand from the cached activations, eqs. (F2'), (F4')) or
@@ -358,6 +361,7 @@ class FisherVectorProduct:
         if not isinstance(dist, Distribution):
             raise TypeError(f"dist_fn must return a trpo_core Distribution, got {type(dist).__name__}")
         self._old = dist.detach()
+        self.distribution = self._old
         self._params = [z for z in dist.params if z.requires_grad]
         self._params_used = [i for i, z in enumerate(dist.params) if z.requires_grad]
         self.n_samples = int(self._old.entropy().numel())

@@ -189,9 +189,10 @@ class MATRPOAgent(Learner):
         def dist_fn(o: torch.Tensor) -> MultiCategorical:
             return MultiCategorical(policy(o))
 
-        with torch.no_grad():
-            logits = policy(obs)
-        dist = MultiCategorical(logits)
+        # The J^T operator's build forward is the full-batch forward at theta_old: reuse its outputs.
+        jacobian = fisher_vector_product(policy, dist_fn, obs, form="fast", damping=0.0, subsample_every=1)
+        dist = jacobian.distribution
+        logits = dist.logits
         logp_old = dist.log_prob_per_head(joint_actions)  # [N, M]
         # (M2) J^{qn T} w_n = (d z / d theta)^T [w_n (onehot(a^n) - pi_n)]: the score of log pi(a^n | o) with respect
         # to head n's logits z_n, times w_n, pulled back through the network by one J^T product per update.
@@ -203,7 +204,7 @@ class MATRPOAgent(Learner):
             "theta_old": flat_params(policy).clone(),
             "theta_leaves": [q.detach().clone() for q in policy.parameters() if q.requires_grad],
             "score": score,  # [M, N, A]
-            "jacobian": fisher_vector_product(policy, dist_fn, obs, form="fast", damping=0.0, subsample_every=1),
+            "jacobian": jacobian,
             "logp_old": logp_old,
             "old_dist": dist,
             "old_logits": logits,

@@ -178,5 +178,9 @@ def test_vjp_matches_autograd_on_every_path(name):
     for form in ("fast", "exact"):
         op = fisher_vector_product(module, dist_fn, obs, form=form)
         torch.testing.assert_close(op.vjp(w), expected, rtol=1e-10, atol=1e-12)
+        # the operator's recorded forward is pi_old on these inputs, detached
+        for got, ref in zip(op.distribution.params, z):
+            assert not got.requires_grad
+            torch.testing.assert_close(got, ref.detach(), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="cotangents"):
         op.vjp(w + w)
