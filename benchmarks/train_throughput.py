@@ -3,8 +3,13 @@
 Prints one table: per algorithm/variant, env-steps/s and the time split of an outer iteration (rollout, value fit,
 consensus = local updates + exchanges). The "original-like" row switches off the speed levers that are switches, in
 the same run (cold 10-iteration CG for every local solve, double-backward Fisher products, endpoints updated one after
-the other), so the gain is a ratio measured under the same machine load. Levers that change no decision and have no
+the other, value networks fitted one agent at a time), so the gain is a ratio measured under the same machine
+load. Levers that change no decision and have no
 switch stay on in both rows: the KL-first chunked line search and J^T w on cached activations.
+
+A first line gives two machine-speed references measured in the same run, so that tables from different days can be
+compared: single-thread float32 matrix-product speed (the Fisher products' and line search's kernel) and the cost of
+one small torch operation (what the rollout and the value fit's many small steps pay).
 
     python benchmarks/train_throughput.py            # 1 warm-up + 3 timed iterations per row
     python benchmarks/train_throughput.py --iters 1 --quick
@@ -25,8 +30,9 @@ from marl.train import make_env_for
 
 ROWS = {
     "matrpo (default)": ("matrpo", []),
+    "matrpo, per-agent value fits": ("matrpo", ["stack_value_fits=false"]),
     "matrpo original-like": ("matrpo", ["trpo.warm_start_cg=false", "trpo.fisher_form=exact",
-                                        "admm.parallel_endpoints=false"]),
+                                        "admm.parallel_endpoints=false", "stack_value_fits=false"]),
     "itrpo": ("itrpo", []),
     "ctrpo": ("ctrpo", []),
 }
@@ -54,6 +60,26 @@ def measure(algo_name: str, overrides: list[str], iters: int, warmup: int) -> di
     return med
 
 
+def machine_reference() -> tuple[float, float]:
+    """(GFLOP/s of a [2000, 128] x [128, 128] float32 product, microseconds per small op), one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a, b = torch.randn(2000, 128), torch.randn(128, 128)
+    small = torch.randn(10, 5)
+    for _ in range(20):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(200):
+        a @ b
+    gflops = 200 * 2 * 2000 * 128 * 128 / (time.perf_counter() - t) / 1e9
+    t = time.perf_counter()
+    for _ in range(20000):
+        small.exp()
+    us = (time.perf_counter() - t) / 20000 * 1e6
+    torch.set_num_threads(threads)
+    return gflops, us
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=3, help="timed outer iterations per row (median reported)")
@@ -61,15 +87,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the MATRPO rows")
     args = parser.parse_args()
     rows = {k: v for k, v in ROWS.items() if not args.quick or k.startswith("matrpo")}
+    gflops, op_us = machine_reference()
     results = {name: measure(algo, ov, args.iters, args.warmup) for name, (algo, ov) in rows.items()}
+    gflops_after, op_us_after = machine_reference()
     base = results.get("matrpo original-like")
     print("Cooperative Navigation N=3, 10,000 env-steps per iteration, 100 ADMM iterations (Table III), "
           f"median of {args.iters} iterations after {args.warmup} warm-up")
-    print(f"{'row':24s} {'steps/s':>9s} {'vs orig-like':>12s} {'iter s':>7s} {'rollout':>8s} {'value fit':>9s} "
+    print(f"machine reference (1 thread, before / after the rows): matmul {gflops:.0f} / {gflops_after:.0f} GFLOP/s, "
+          f"small op {op_us:.1f} / {op_us_after:.1f} us")
+    print(f"{'row':28s} {'steps/s':>9s} {'vs orig-like':>12s} {'iter s':>7s} {'rollout':>8s} {'value fit':>9s} "
           f"{'consensus':>9s}")
     for name, r in results.items():
         ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
-        print(f"{name:24s} {r['steps_per_s']:9.0f} {ratio:11.2f}x {r['total']:7.2f} {r['rollout']:8.2f} "
+        print(f"{name:28s} {r['steps_per_s']:9.0f} {ratio:11.2f}x {r['total']:7.2f} {r['rollout']:8.2f} "
               f"{r['value_fit']:9.2f} {r['consensus']:9.2f}")
 
 
