@@ -74,6 +74,10 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
   return); the paper's behaviour is ``--set admm.edge_order=random --set gae_boundaries=correct``.
 - ``admm.parallel_endpoints``: the two endpoints of the active edge update in two threads (each agent's update only
   reads its own state, so this changes nothing but the wall-clock time).
+- ``stack_value_fits``: the agents' value regressions (independent, each on its own data) run as one stacked
+  computation (``trpo_core.fit_stacked``); each agent's result equals its own fit up to rounding, and tests prove
+  that no agent's result depends on another agent's data. The policy step never reads V, so where the fit runs
+  changes nothing else.
 - Warm-started CG (``trpo.warm_start_cg``, ``trpo.cg_iters_warm``): within an outer iteration H^q is fixed and
   V^q changes gradually, so each agent's solves after its first start from its previous direction (rescaled by a
   line minimisation of the quadratic model) and run ``cg_iters_warm`` (5) instead of ``cg_iters`` (10) iterations.
