@@ -164,6 +164,8 @@ class TrainConfig:
     # Run the agents' value regressions (independent, one per agent) as one stacked computation
     # (trpo_core.fit_stacked: same result per agent, and no agent's fit reads another's data; both tested).
     stack_value_fits: bool = True
+    # Fit V in a worker thread while the policy step runs (the policy step never reads V; same result, tested).
+    concurrent_value_fit: bool = True
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
     log_every: int = 1
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)

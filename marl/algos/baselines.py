@@ -23,13 +23,14 @@ from ..config import TrainConfig
 from ..rollout import Rollout
 from .common import (
     Learner,
+    ValueFits,
     act_independently,
-    fit_values,
     samples,
     seed_sequence,
     standardize,
     trpo_policy_update,
     trpo_settings,
+    value_fit_executor,
 )
 from .privacy import acting_as
 
@@ -62,6 +63,7 @@ class ITRPO:
             Learner(i, obs_dims[i], 1, n_actions[i], [0], config, seed_sequence(config.seed, 1, i))
             for i in range(self.n_agents)
         ]
+        self._value_pool = value_fit_executor(config)
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         return act_independently(self.agents, obs)
@@ -74,16 +76,17 @@ class ITRPO:
             with acting_as(i):
                 gae.append(tuple(samples(t) for t in agent.own_advantages(rollout, i, cfg)))
         obs_all = [samples(o) for o in rollout.obs]
-        fits = fit_values(self.agents, obs_all, [r for _, r, _ in gae], [v for _, _, v in gae],
-                          stacked=cfg.stack_value_fits)
+        value_fits = ValueFits(self._value_pool, self.agents, obs_all, [r for _, r, _ in gae],
+                               [v for _, _, v in gae], stacked=cfg.stack_value_fits)
         for i, agent in enumerate(self.agents):
-            vf = fits[i]
             with acting_as(i):
                 adv, obs = gae[i][0], obs_all[i]
                 adv = standardize(adv, float(adv.mean()), float(adv.std()))
                 own_action = samples(rollout.actions[..., i : i + 1])
                 info = trpo_policy_update(agent, obs, own_action, adv, self.settings)
             metrics.update(_step_metrics(f"_agent_{i}", info))
+        fits, metrics["time/value_fit"] = value_fits.result()
+        for i, vf in enumerate(fits):
             metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
             metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
         _mean_over_agents(metrics, ["trpo/kl", "trpo/accepted", "trpo/surrogate_improvement", "value/loss",
@@ -112,6 +115,7 @@ class CTRPO:
         self.settings = trpo_settings(config)
         self.learner = Learner(0, int(sum(obs_dims)), self.n_agents, n_actions[0], range(self.n_agents), config,
                                seed_sequence(config.seed, 1, 0))
+        self._value_pool = value_fit_executor(config)
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         return self.learner.act(torch.cat(obs, dim=-1))
@@ -127,14 +131,17 @@ class CTRPO:
             rollout.truncated, cfg,
         )
         obs = samples(joint_obs)
-        vf = self.learner.fit_value(obs, samples(ret), samples(values))
+        value_fits = ValueFits(self._value_pool, [self.learner], [obs], [samples(ret)], [samples(values)],
+                               stacked=False)
         adv = samples(adv)
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
         info = trpo_policy_update(self.learner, obs, samples(rollout.actions), adv, self.settings)
+        (vf,), fit_seconds = value_fits.result()
         metrics = _step_metrics("", info)
         metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
         metrics["value/loss"] = vf["value_loss"]
         metrics["value/explained_variance"] = vf["explained_variance"]
+        metrics["time/value_fit"] = fit_seconds
         return metrics
 
     def state_dict(self) -> dict:

@@ -6,6 +6,8 @@ algorithms can prove that agent i's update never reads agent j's data.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -182,6 +184,33 @@ def fit_values(learners: list[Learner], obs: list[torch.Tensor], returns: list[t
             return learners[i].fit_value(obs[i], returns[i], values[i])
 
     return map_fn(one, range(len(learners)))
+
+
+def value_fit_executor(config: TrainConfig) -> ThreadPoolExecutor | None:
+    """The worker thread for :class:`ValueFits` when ``config.concurrent_value_fit``, else None."""
+    return ThreadPoolExecutor(max_workers=1) if config.concurrent_value_fit else None
+
+
+class ValueFits:
+    """:func:`fit_values` started now and collected with :meth:`result`: in ``executor``'s worker thread, or at once.
+
+    The value regression reads the rollout's observations and returns and writes only the value networks; the policy
+    step reads neither, so the two can run at the same time (on the second core while one policy step runs, or in
+    the gaps the two endpoint threads leave). The result is the same as running them one after the other.
+    """
+
+    def __init__(self, executor, learners, obs, returns, values, *, stacked: bool):
+        def run() -> tuple[list[dict], float]:
+            start = time.perf_counter()
+            out = fit_values(learners, obs, returns, values, stacked=stacked)
+            return out, time.perf_counter() - start
+
+        self._future = executor.submit(run) if executor is not None else None
+        self._done = run() if executor is None else None
+
+    def result(self) -> tuple[list[dict], float]:
+        """(per-learner value metrics, seconds the fits took)."""
+        return self._done if self._future is None else self._future.result()
 
 
 @dataclass

@@ -128,12 +128,13 @@ from ..rollout import Rollout
 from .common import (
     Learner,
     PolicyEvaluator,
+    ValueFits,
     act_independently,
-    fit_values,
     samples,
     seed_sequence,
     standardize,
     trpo_settings,
+    value_fit_executor,
 )
 from .privacy import acting_as
 
@@ -384,6 +385,7 @@ class MATRPO:
         self.graph.add_nodes_from(range(n_agents))
         self.graph.add_edges_from(graph.edges)
         self._pool = ThreadPoolExecutor(max_workers=2) if config.admm.parallel_endpoints else None
+        self._value_pool = value_fit_executor(config)
 
     def _map(self, fn, items) -> list:
         """Run independent per-agent work, in the two worker threads when ``admm.parallel_endpoints``."""
@@ -410,12 +412,10 @@ class MATRPO:
 
         gae = self._map(own_advantages, range(self.n_agents))
         advs = [a for a, _, _ in gae]
-        # Value regression before the policy step (original code §3); the policy step does not read V.
-        fits = fit_values(self.agents, [samples(o) for o in rollout.obs], [r for _, r, _ in gae],
-                          [v for _, _, v in gae], stacked=cfg.stack_value_fits, map_fn=self._map)
-        for i, vf in enumerate(fits):
-            metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
-            metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
+        # Value regression (the original code runs it before the policy step, §3); the policy step does not read V,
+        # so it runs alongside the consensus when ``concurrent_value_fit``.
+        value_fits = ValueFits(self._value_pool, self.agents, [samples(o) for o in rollout.obs],
+                               [r for _, r, _ in gae], [v for _, _, v in gae], stacked=cfg.stack_value_fits)
         t_value = time.perf_counter()
         advs, norm_floats = self._normalize_advantages(advs, iteration)
 
@@ -427,6 +427,11 @@ class MATRPO:
         t_prepare = time.perf_counter()
         metrics.update(self._consensus(m, iteration))
         t_consensus = time.perf_counter()
+        fits, fit_seconds = value_fits.result()
+        for i, vf in enumerate(fits):
+            metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
+            metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
+        t_joined = time.perf_counter()
         metrics["comm/floats_adv_norm"] = norm_floats
         def finish(i: int) -> tuple[float, float]:
             with acting_as(i):
@@ -437,7 +442,9 @@ class MATRPO:
         for i, (kl, gain) in enumerate(self._map(finish, range(self.n_agents))):
             metrics[f"trpo/kl_agent_{i}"] = kl
             metrics[f"trpo/surrogate_improvement_agent_{i}"] = gain
-        metrics["time/value_fit"] = t_value - t_start
+        metrics["time/advantages"] = t_value - t_start
+        metrics["time/value_fit"] = fit_seconds  # overlaps the consensus when concurrent_value_fit
+        metrics["time/value_fit_wait"] = t_joined - t_consensus
         metrics["time/prepare"] = t_prepare - t_value
         metrics["time/consensus"] = t_consensus - t_prepare
         metrics["trpo/kl"] = float(np.mean([metrics[f"trpo/kl_agent_{i}"] for i in range(self.n_agents)]))
