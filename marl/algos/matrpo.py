@@ -76,8 +76,8 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
   reads its own state, so this changes nothing but the wall-clock time).
 - ``stack_value_fits``: the agents' value regressions (independent, each on its own data) run as one stacked
   computation (``trpo_core.fit_stacked``); each agent's result equals its own fit up to rounding, and tests prove
-  that no agent's result depends on another agent's data. The policy step never reads V, so where the fit runs
-  changes nothing else.
+  that no agent's result depends on another agent's data. ``concurrent_value_fit``: the policy step never reads
+  V, so the fit runs in a worker thread during the consensus (bit-identical results, tested).
 - Warm-started CG (``trpo.warm_start_cg``, ``trpo.cg_iters_warm``): within an outer iteration H^q is fixed and
   V^q changes gradually, so each agent's solves after its first start from its previous direction (rescaled by a
   line minimisation of the quadratic model) and run ``cg_iters_warm`` (5) instead of ``cg_iters`` (10) iterations.
