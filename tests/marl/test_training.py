@@ -223,14 +223,18 @@ def test_matrpo_accepts_a_networkx_graph_object():
         MATRPO(venv.obs_dims, venv.n_actions, cfg, graph=nx.relabel_nodes(wheel, {0: "a"}))
 
 
+def _first_update_with_flag(algo: str, flag: str):
+    """(algorithm, metrics of its first update) with the boolean config ``flag`` on, then off."""
+    for value in ("true", "false"):
+        venv, algo_obj, rollout = _one_rollout(tiny_config(algo, f"{flag}={value}"))
+        yield algo_obj, algo_obj.update(rollout, 0)
+
+
 @pytest.mark.parametrize("algo", ["matrpo", "itrpo"])
 def test_stacked_value_fits_match_per_agent_fits(algo):
     """``stack_value_fits`` changes how the agents' value regressions run, not what they compute."""
     results = []
-    for flag in ("true", "false"):
-        cfg = tiny_config(algo, f"stack_value_fits={flag}")
-        venv, algo_obj, rollout = _one_rollout(cfg)
-        metrics = algo_obj.update(rollout, 0)
+    for algo_obj, metrics in _first_update_with_flag(algo, "stack_value_fits"):
         values = [torch.cat([p.detach().reshape(-1) for p in a.private.value.parameters()]) for a in algo_obj.agents]
         results.append((metrics, values))
     (m1, v1), (m2, v2) = results
@@ -244,12 +248,8 @@ def test_stacked_value_fits_match_per_agent_fits(algo):
 @pytest.mark.parametrize("algo", ["matrpo", "itrpo", "ctrpo"])
 def test_concurrent_value_fit_gives_identical_results(algo):
     """Fitting V in a worker thread during the policy step changes the wall-clock time only: bit-identical state."""
-    states = []
-    for flag in ("true", "false"):
-        cfg = tiny_config(algo, f"concurrent_value_fit={flag}")
-        venv, algo_obj, rollout = _one_rollout(cfg)
-        metrics = algo_obj.update(rollout, 0)
-        states.append((algo_obj.state_dict(), {k: v for k, v in metrics.items() if not k.startswith("time/")}))
+    states = [(algo_obj.state_dict(), {k: v for k, v in metrics.items() if not k.startswith("time/")})
+              for algo_obj, metrics in _first_update_with_flag(algo, "concurrent_value_fit")]
     (s1, m1), (s2, m2) = states
     assert m1 == m2
 
