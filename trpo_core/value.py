@@ -130,12 +130,13 @@ def fit_stacked(
     inputs: Sequence[Tensor | tuple[Tensor, ...]],
     targets: Sequence[Tensor],
 ) -> list[ValueFitInfo]:
-    """``[f.fit(x, y) for f, x, y in zip(fitters, inputs, targets)]``, run as one stacked computation.
+    """``[f.fit(x, y) for f, x, y in zip(fitters, inputs, targets)]``, run as stacked computations.
 
     K independent regressions (V1) of networks with one architecture, for example one value network per agent, cost
     K times the per-step overhead of many small Adam steps when run one after the other (and do not speed up in
     threads, which hold the GIL for most of a small step). Here the K parameter sets and Adam moments are stacked
-    along a new leading axis, the K minibatch losses are evaluated by one ``torch.func.vmap`` call, and one Adam step
+    along a new leading axis, the K minibatch losses are evaluated at once (batched matrix products when the network
+    is a chain of ``nn.Linear`` and elementwise activations, ``torch.func.vmap`` otherwise), and one Adam step
     updates all K. Member k still draws its minibatch permutations from its own generator, in the order its own
     ``fit`` would, and writes its parameters and Adam moments back into its own module and optimizer.
 
@@ -144,21 +145,39 @@ def fit_stacked(
     depend on any other member's data: changing member j's inputs leaves member k's result bit-for-bit unchanged
     (tests check both).
 
-    Falls back to the member-by-member loop when the members differ in module type, parameter shapes, settings,
-    sample count, optimizer hyperparameters or Adam step count, when a module has buffers, or when gradient
-    clipping is on.
+    Members are stacked in groups that agree on module type, parameter shapes, input shapes, sample count, settings,
+    optimizer hyperparameters and Adam step count (a team of two roles with different observation sizes gives two
+    groups). A member with no partner, a module with buffers, gradient clipping or AMSGrad runs its own ``fit``.
     """
     if not (len(fitters) == len(inputs) == len(targets)):
         raise ValueError(f"fitters, inputs and targets must have equal lengths, got "
                          f"{len(fitters)}, {len(inputs)}, {len(targets)}")
     args = [x if isinstance(x, tuple) else (x,) for x in inputs]
-    if not _stackable(fitters, args, targets):
-        return [f.fit(x, y) for f, x, y in zip(fitters, inputs, targets)]
+    for a, y in zip(args, targets):
+        if any(t.shape[0] != y.shape[0] for t in a):
+            raise ValueError("inputs and targets must have the same number of samples")
+    groups: dict = {}
+    for k, (f, a, y) in enumerate(zip(fitters, args, targets)):
+        key = _stack_signature(f, a, y)
+        groups.setdefault(key if key is not None else ("alone", k), []).append(k)
+    out: list[ValueFitInfo | None] = [None] * len(fitters)
+    for members in groups.values():
+        if len(members) == 1:
+            (k,) = members
+            out[k] = fitters[k].fit(inputs[k], targets[k])
+        else:
+            infos = _fit_group([fitters[k] for k in members], [args[k] for k in members],
+                               [targets[k] for k in members])
+            for k, info in zip(members, infos):
+                out[k] = info
+    return out
+
+
+def _fit_group(fitters: list[ValueFitter], args: list[tuple[Tensor, ...]], targets: list[Tensor]
+               ) -> list[ValueFitInfo]:
+    """:func:`fit_stacked` for members that share a stack signature."""
     k_members = len(fitters)
     n = targets[0].shape[0]
-    for a, y in zip(args, targets):
-        if any(t.shape[0] != n for t in a):
-            raise ValueError("inputs and targets must have the same number of samples")
     base = fitters[0].module
     names = [name for name, p in base.named_parameters() if p.requires_grad]
     members = [[p for p in f.module.parameters() if p.requires_grad] for f in fitters]
@@ -255,29 +274,27 @@ def _linear_chain(module: nn.Module, args: tuple[Tensor, ...]) -> list[tuple] | 
     return chain
 
 
-def _stackable(fitters: Sequence[ValueFitter], args: list[tuple[Tensor, ...]], targets: Sequence[Tensor]) -> bool:
-    if len(fitters) < 2:
-        return False
-    first = fitters[0]
-    if first.settings.max_grad_norm is not None or any(f.settings != first.settings for f in fitters):
-        return False
-    shapes = [[(n, p.shape, p.dtype) for n, p in f.module.named_parameters() if p.requires_grad] for f in fitters]
-    if any(type(f.module) is not type(first.module) or s != shapes[0] for f, s in zip(fitters, shapes)):
-        return False
-    if any(len(list(f.module.buffers())) for f in fitters):
-        return False
-    if any(len(a) != len(args[0]) or any(t.shape[1:] != u.shape[1:] for t, u in zip(a, args[0])) for a in args):
-        return False
-    if any(y.shape != targets[0].shape or y.dim() != 1 for y in targets):
-        return False
-    groups = [f.optimizer.param_groups for f in fitters]
-    if any(len(g) != 1 or not isinstance(f.optimizer, torch.optim.Adam) for f, g in zip(fitters, groups)):
-        return False
-    hyper = [{k: v for k, v in g[0].items() if k != "params"} for g in groups]
-    if any(h != hyper[0] for h in hyper) or hyper[0].get("amsgrad"):
-        return False
-    steps = {_adam_step(f.optimizer, p) for f in fitters for p in f.optimizer.param_groups[0]["params"]}
-    return len(steps) == 1
+def _stack_signature(f: ValueFitter, args: tuple[Tensor, ...], y: Tensor):
+    """What members must share to be stacked together, or None when this member must fit on its own."""
+    opt = f.optimizer
+    if f.settings.max_grad_norm is not None or len(list(f.module.buffers())) or y.dim() != 1:
+        return None
+    if not isinstance(opt, torch.optim.Adam) or len(opt.param_groups) != 1:
+        return None
+    hyper = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    if hyper.get("amsgrad"):
+        return None
+    steps = {_adam_step(opt, p) for p in opt.param_groups[0]["params"]}
+    if len(steps) != 1:
+        return None
+    params = tuple((n, tuple(p.shape), p.dtype) for n, p in f.module.named_parameters() if p.requires_grad)
+    try:
+        key = (type(f.module), params, tuple((tuple(t.shape[1:]), t.dtype) for t in args), y.shape[0], f.settings,
+               tuple(sorted(hyper.items())), steps.pop())
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _adam_step(optimizer: torch.optim.Optimizer, p: Tensor) -> float:

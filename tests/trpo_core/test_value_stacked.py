@@ -103,3 +103,24 @@ def test_chain_detection_takes_the_fast_path_only_for_chains():
     x = torch.randn(5, 3)
     assert [layer[0] for layer in _linear_chain(_plain_chain(), (x,))] == ["linear", "act", "linear", "act", "linear"]
     assert _linear_chain(Residual(), (x,)) is None
+
+
+def test_two_roles_are_stacked_in_two_groups_and_keep_their_order(monkeypatch):
+    """Members with different input sizes (e.g. hunters and banks) form separate stacks; results stay in order."""
+    import trpo_core.value as value
+
+    sizes = []
+    group = value._fit_group
+    monkeypatch.setattr(value, "_fit_group", lambda f, a, y: sizes.append(len(f)) or group(f, a, y))
+    torch.manual_seed(4)
+    dims = [3, 4, 3, 4, 3]
+    nets = [nn.Sequential(nn.Linear(d, 8), nn.Tanh(), nn.Linear(8, 1)) for d in dims]
+    xs = [torch.randn(96, d) for d in dims]
+    ys = [x.sum(1) * (i + 1) for i, x in enumerate(xs)]
+    loop, stacked = _fitters(nets), _fitters(nets)
+    expected = [f.fit(x, y) for f, x, y in zip(loop, xs, ys)]
+    got = fit_stacked(stacked, xs, ys)
+    assert sorted(sizes) == [2, 3]
+    for e, g, a, b in zip(expected, got, loop, stacked):
+        assert g.loss_after == pytest.approx(e.loss_after, rel=1e-5)
+        torch.testing.assert_close(flat_params(b.module), flat_params(a.module), rtol=1e-5, atol=1e-6)
