@@ -132,7 +132,7 @@ class Learner:
                                rollout.truncated, config)
 
     def fit_value(self, obs_flat: torch.Tensor, returns_flat: torch.Tensor, values_flat: torch.Tensor) -> dict:
-        """Regress V onto the returns (before the policy step, as the original code does)."""
+        """Regress V onto the returns (trpo_core.ValueFitter); the metrics of :func:`fit_values`."""
         if self.vf_epochs == 0:
             return _value_metrics(returns_flat, values_flat, None)
         return _value_metrics(returns_flat, values_flat, self.private.fitter.fit(obs_flat, returns_flat))
@@ -165,25 +165,23 @@ def _value_metrics(returns_flat: torch.Tensor, values_flat: torch.Tensor, info) 
 
 
 def fit_values(learners: list[Learner], obs: list[torch.Tensor], returns: list[torch.Tensor],
-               values: list[torch.Tensor], *, stacked: bool, map_fn: Callable = lambda f, xs: [f(x) for x in xs]
-               ) -> list[dict]:
+               values: list[torch.Tensor], *, stacked: bool) -> list[dict]:
     """Every learner's value regression on its own flat data (``Learner.fit_value``), in learner order.
 
     With ``stacked`` the regressions run as one ``trpo_core.fit_stacked`` computation. That call is the one place
     where the training loop, not an agent, touches all agents' value networks at once, so it runs outside
     ``acting_as``; its per-member independence is proved by trpo_core's tests (changing one member's data leaves the
-    others' results bit-for-bit unchanged). Without it, each fit runs as its own agent (under the privacy guard),
-    through ``map_fn``.
+    others' results bit-for-bit unchanged). Without it, each fit runs as its own agent, under the privacy guard.
     """
     if stacked and len(learners) > 1 and all(l.vf_epochs > 0 for l in learners):
         infos = fit_stacked([l.private.fitter for l in learners], obs, returns)
         return [_value_metrics(r, v, info) for r, v, info in zip(returns, values, infos)]
 
-    def one(i: int) -> dict:
-        with acting_as(learners[i].owner):
-            return learners[i].fit_value(obs[i], returns[i], values[i])
-
-    return map_fn(one, range(len(learners)))
+    out = []
+    for learner, o, r, v in zip(learners, obs, returns, values):
+        with acting_as(learner.owner):
+            out.append(learner.fit_value(o, r, v))
+    return out
 
 
 def value_fit_executor(config: TrainConfig) -> ThreadPoolExecutor | None:
