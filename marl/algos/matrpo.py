@@ -207,7 +207,6 @@ class MATRPOAgent(Learner):
             "actions": joint_actions,
             "adv": advantages,
             "theta_old": flat_params(policy).clone(),
-            "theta_leaves": [q.detach().clone() for q in policy.parameters() if q.requires_grad],
             "score": score,  # [M, N, A]
             "jacobian": jacobian,
             "logp_old": logp_old,
@@ -327,8 +326,9 @@ class MATRPOAgent(Learner):
         policy = p.policy
         named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
         names = [n for n, _ in named]
-        primals = {n: t.detach() for n, t in zip(names, b["theta_leaves"])}
-        tangents = dict(zip(names, unflatten(delta, [t for t in b["theta_leaves"]])))
+        like = [q for _, q in named]
+        primals = dict(zip(names, unflatten(b["theta_old"], like)))
+        tangents = dict(zip(names, unflatten(delta, like)))
 
         def logp(params):
             return MultiCategorical(functional_call(policy, params, (b["obs"],))).log_prob_per_head(b["actions"])
