@@ -133,6 +133,39 @@ class _Recorder:
             h.remove()
 
 
+def _chain_of(records: list) -> list[tuple] | None:
+    """The recorded leaf calls as a chain of ``nn.Linear`` and elementwise activations, or None.
+
+    Returns (kind, module, input, output, weight, bias) per call, kind "linear" or "act", when every call took one
+    tensor (2-D for a Linear), the output of the call before it, was not edited in place afterwards, and is a Linear
+    or a parameter-free elementwise activation (torch's, or a module with ``elementwise = True``).
+    """
+    if not records or len({id(r[0]) for r in records}) != len(records):
+        return None  # nothing recorded, or a layer called twice (weight sharing)
+    chain: list[tuple] = []
+    prev_out = None
+    for k, (mod, inputs, out, weight, bias, version) in enumerate(records):
+        if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or not isinstance(out, Tensor):
+            return None
+        if out._version != version:
+            return None  # modified in place after the layer ran: the recorded chain is not what was computed
+        x = inputs[0]
+        if k > 0 and x is not prev_out:
+            return None  # not a chain (branching, residual, or something between the layers)
+        if isinstance(mod, nn.Linear):
+            if x.dim() != 2:
+                return None
+            chain.append(("linear", mod, x, out, weight, bias))
+        elif isinstance(mod, _ELEMENTWISE) or getattr(mod, "elementwise", False) is True:
+            if any(p.requires_grad for p in mod.parameters()):
+                return None
+            chain.append(("act", mod, x, out, weight, bias))
+        else:
+            return None
+        prev_out = out
+    return chain
+
+
 def _is_view_of(z: Tensor, y: Tensor) -> bool:
     """Whether ``z`` is a same-size, row-major reshape of ``y`` (so J_tail is the identity on the flat buffer)."""
     fn = z.grad_fn
@@ -178,42 +211,25 @@ class _Chain:
 
     @classmethod
     def build(cls, records: list, dist: Distribution, theta: list[Tensor]) -> "_Chain | None":
-        if not records or len({id(r[0]) for r in records}) != len(records):
-            return None  # nothing recorded, or a layer called twice (weight sharing): use autograd
+        calls = _chain_of(records)
+        if calls is None or calls[0][2].requires_grad:
+            return None  # not a chain, or the chain's input depends on parameters: use autograd
         index = {id(t): i for i, t in enumerate(theta)}
         layers: list[tuple] = []
-        prev_out = None
-        for k, (mod, inputs, out, weight, bias, version) in enumerate(records):
-            if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or not isinstance(out, Tensor):
-                return None
-            if out._version != version:
-                return None  # modified in place after the layer ran: the recorded chain is not what was computed
-            x = inputs[0]
-            if k == 0 and x.requires_grad:
-                return None  # the chain's input depends on parameters
-            if k > 0 and x is not prev_out:
-                return None  # not a chain (branching, residual, or something between the layers)
-            if isinstance(mod, nn.Linear):
-                if x.dim() != 2:
-                    return None
+        for kind, mod, x, out, weight, bias in calls:
+            if kind == "linear":
                 iw = index.get(id(weight))
                 ib = index.get(id(bias)) if bias is not None else None
                 layers.append(("linear", x.detach(), weight.detach(), iw, ib))
-            elif isinstance(mod, _ELEMENTWISE) or getattr(mod, "elementwise", False) is True:
-                if any(p.requires_grad for p in mod.parameters()):
-                    return None
-                if isinstance(mod, nn.Identity):
-                    layers.append(("act", None))
-                else:
-                    pre = x.detach().requires_grad_(True)
-                    with torch.enable_grad():
-                        act = mod(pre)
-                        (d,) = torch.autograd.grad(act, pre, torch.ones_like(act))
-                    layers.append(("act", d))
+            elif isinstance(mod, nn.Identity):
+                layers.append(("act", None))
             else:
-                return None
-            prev_out = out
-        y = prev_out
+                pre = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    act = mod(pre)
+                    (d,) = torch.autograd.grad(act, pre, torch.ones_like(act))
+                layers.append(("act", d))
+        y = calls[-1][3]
         chain_idx = {i for layer in layers if layer[0] == "linear" for i in layer[3:5] if i is not None}
         if not chain_idx or not y.requires_grad:
             return None

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fisher import _ELEMENTWISE, _Recorder
+from .fisher import _chain_of, _Recorder
 from .settings import ValueFitSettings
 
 __all__ = ["ValueFitInfo", "ValueFitter", "fit_stacked"]
@@ -192,8 +192,8 @@ def _fit_group(fitters: list[ValueFitter], args: list[tuple[Tensor, ...]], targe
         def batched(params: dict, x: Tensor) -> Tensor:
             for layer in chain:
                 if layer[0] == "linear":
-                    w, b = params[layer[1]], params[layer[2]] if layer[2] is not None else None
-                    x = torch.bmm(x, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                    wt = params[layer[1]].transpose(1, 2)
+                    x = torch.bmm(x, wt) if layer[2] is None else torch.baddbmm(params[layer[2]].unsqueeze(1), x, wt)
                 else:
                     x = layer[1](x)
             return x
@@ -254,23 +254,21 @@ def _linear_chain(module: nn.Module, args: tuple[Tensor, ...]) -> list[tuple] | 
             out = module(probe)
     finally:
         recorder.remove()
+    calls = _chain_of(recorder.records)
+    if calls is None or calls[0][2] is not probe:
+        return None
+    last = calls[-1][3]
+    if last.numel() != out.numel() or not torch.equal(last.reshape(out.shape), out):
+        return None  # the module does more after its last layer than a reshape
     names = {id(p): n for n, p in module.named_parameters()}
     chain: list[tuple] = []
-    prev = probe
-    for mod, inputs, output, weight, bias, _ in recorder.records:
-        if len(inputs) != 1 or inputs[0] is not prev or not isinstance(output, Tensor):
-            return None
-        if isinstance(mod, nn.Linear):
-            if id(weight) not in names or (bias is not None and id(bias) not in names):
-                return None
-            chain.append(("linear", names[id(weight)], names[id(bias)] if bias is not None else None))
-        elif isinstance(mod, _ELEMENTWISE) and not list(mod.parameters()):
+    for kind, mod, _, _, weight, bias in calls:
+        if kind == "act":
             chain.append(("act", mod))
+        elif id(weight) in names and (bias is None or id(bias) in names):
+            chain.append(("linear", names[id(weight)], names[id(bias)] if bias is not None else None))
         else:
             return None
-        prev = output
-    if not chain or prev.numel() != out.numel() or not torch.equal(prev.reshape(out.shape), out):
-        return None
     return chain
 
 
