@@ -12,12 +12,16 @@ this script is the same algorithm in its plainest form, so each step of the pape
       (M1) w^q = A^q - sum_e lambda_{e,q} + beta sum_e z_e
       (M2) V^q = (1/M) sum_n J_n^T w_n              (autograd of sum_{n,m} w_{n,m} log pi_n / M at theta_old)
       (M3) s^q = (H^q + damping I)^{-1} V^q         (``natural_gradient_direction``: CG on Fisher products)
-      (M4) theta^q = theta_old + sqrt(2 delta/N / s^T H s) s   (``max_step_length``; closed form, no line search)
+      (M4) Delta = sqrt(2 delta/N / s^T H s) s       (``max_step_length``: the quadratic model's KL boundary)
+      (M5) backtrack theta_old + 0.5^k Delta until KL <= 1.5 delta/N and the augmented Lagrangian
+           L(theta) = -(1/M) sum_m exp(sum_n l_{n,m}) A_m + (1/M) sum_{n,m} [lambda l + (beta d/2) l^2 - beta z l]
+           does not increase (``backtracking_line_search``; else theta = theta_old)
       (M6) x^q = l^q(theta^q), sent on the edge; ``EdgeConsensus.exchange`` does z_e and the duals (M7).
 
 Nothing but x^q crosses an edge; observations, rewards, advantages and parameters stay with their agent.
-Swap any piece (another graph, ``schedule="random"``, the linearised exchange J (theta - theta_old), a line search)
-and rerun.
+Swap any piece (another graph, ``schedule="random"``, the linearised exchange J (theta - theta_old), the closed form
+theta_old + Delta without (M5)) and rerun. (Without the line search the boundary steps of (M4) overshoot: their true
+KL is several times delta/N on this task, and the team return gets worse.)
 
 Run:  python examples/compose_matrpo.py --iterations 20   (prints the team return per iteration)
 """
@@ -40,6 +44,7 @@ from trpo_core import (
     TRPOSettings,
     ValueFitSettings,
     ValueFitter,
+    backtracking_line_search,
     compute_gae,
     fisher_vector_product,
     flat_params,
@@ -79,6 +84,7 @@ class Agent:
         self.theta_old = flat_params(self.policy).clone()
         with torch.no_grad():
             self.logp_old = self.log_probs()
+            self.old_dist = MultiCategorical(self.policy(self.obs))
         self.fvp = fisher_vector_product(self.policy, lambda o: MultiCategorical(self.policy(o)), self.obs,
                                          subsample_every=5)
 
@@ -86,19 +92,32 @@ class Agent:
         """log pi^q(a^n_m | o^q_m) at the current parameters, [N, M]."""
         return MultiCategorical(self.policy(self.obs)).log_prob_per_head(self.actions)
 
-    def local_update(self, z_sum: np.ndarray, dual_sum: np.ndarray, penalty: float, settings: TRPOSettings):
+    def local_update(self, z_sum: np.ndarray, dual_sum: np.ndarray, degree: int, penalty: float,
+                     settings: TRPOSettings) -> np.ndarray:
         """One endpoint update of eq. (22); returns x^q = l^q(theta^q), flat [N*M]."""
         n, m = self.logp_old.shape
         zs = torch.from_numpy(z_sum).view(n, m).float()
         ds = torch.from_numpy(dual_sum).view(n, m).float()
-        set_flat_params(self.policy, self.theta_old)
+        set_flat_params(self.policy, self.theta_old)  # every ADMM iteration restarts from theta_old
         w = self.adv.unsqueeze(0) - ds + penalty * zs  # (M1)
         objective = (w * self.log_probs()).sum() / m
         g = torch.cat([p.reshape(-1) for p in torch.autograd.grad(objective, list(self.policy.parameters()))])  # (M2)
-        s, cg = natural_gradient_direction(self.fvp, g, settings)  # (M3)
+        s, _ = natural_gradient_direction(self.fvp, g, settings)  # (M3)
         step = max_step_length(s, g, settings.max_kl)  # (M4): s^T g = s^T A s for CG started at zero
         if math.isfinite(step):
-            set_flat_params(self.policy, self.theta_old + step * s)
+
+            @torch.no_grad()
+            def kl(theta):
+                return float(self.old_dist.kl(MultiCategorical(self.policy(self.obs))).mean())
+
+            @torch.no_grad()
+            def lagrangian(theta):
+                lr = self.log_probs() - self.logp_old
+                penalty_terms = (lr * ds).sum() + penalty * (0.5 * degree * (lr * lr).sum() - (lr * zs).sum())
+                return float(-(torch.exp(lr.sum(0)) * self.adv).mean() + penalty_terms / m)
+
+            backtracking_line_search(self.theta_old, step * s, kl_fn=kl, loss_fn=lagrangian, settings=settings,
+                                     params=self.policy)  # (M5): leaves the accepted theta (or theta_old) in place
         with torch.no_grad():
             return (self.log_probs() - self.logp_old).reshape(-1).double().numpy()  # (M6)
 
@@ -137,7 +156,7 @@ def main() -> None:
             i, j = (int(v) for v in engine.edges[e])
             for q in (i, j):
                 z_sum, dual_sum = engine.penalty_terms(q)  # agent q's own copies of its edges' state
-                x[q] = agents[q].local_update(z_sum, dual_sum, args.penalty, settings)
+                x[q] = agents[q].local_update(z_sum, dual_sum, int(engine.degree[q]), args.penalty, settings)
             engine.exchange(e, x[i], x[j])  # (M7): z_e and the two duals
         team = [float(ep["return"].sum()) for ep in rollout.episodes]
         disagreement = max(float(np.abs(x[a] - x[b]).max()) for a, b in graph.edges)
