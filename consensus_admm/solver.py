@@ -212,7 +212,11 @@ def adapt_penalty(rho, r, s, x_scale, lam_scale, settings: ADMMSettings) -> floa
 
 def initial_penalty(problem: Problem, ga: GraphArrays, method: str) -> float:
     """(H1): rho_0 from the agents' curvature scale and the Laplacian's extreme nonzero eigenvalues."""
-    kappa = problem.curvature_scale()
+    return penalty_for_curvature(problem.curvature_scale(), ga, method)
+
+
+def penalty_for_curvature(kappa: float, ga: GraphArrays, method: str) -> float:
+    """(H1) for a given curvature scale kappa (the rule shared with :mod:`consensus_admm.mpi`)."""
     if method == "star":
         return kappa
     lam2, lamn = ga.laplacian_eigenvalues
