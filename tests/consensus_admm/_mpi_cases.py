@@ -135,8 +135,8 @@ def _run_worker(out_dir, names):
                  bytes_sent=res.extra["bytes_sent"], n_updates=res.n_penalty_updates)
 
 
-def _run_errors():
-    """Bad input on some ranks: every rank must raise the same error (printed), none may hang."""
+def _run_errors(out_dir):
+    """Bad input on some ranks: every rank must raise the same error (written to OUT_DIR/errors_<rank>.txt)."""
     from mpi4py import MPI
 
     from consensus_admm.mpi import solve
@@ -149,16 +149,19 @@ def _run_errors():
         "settings": lambda: solve(_least_squares(rank, 0), nx.cycle_graph(3), ADMMSettings(penalty=1.0 + rank)),
         "bad_objective": lambda: solve(object() if rank == 2 else _least_squares(rank, 0), nx.cycle_graph(3)),
     }
+    lines = []
     for name, call in checks.items():
         try:
             call()
-            print(f"{name} rank {rank} no error", flush=True)
+            lines.append(f"{name} no error")
         except (TypeError, ValueError) as exc:
-            print(f"{name} rank {rank} {type(exc).__name__}: {exc}", flush=True)
+            lines.append(f"{name} {type(exc).__name__}: {exc}")
+    with open(f"{out_dir}/errors_{rank}.txt", "w") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--errors":
-        _run_errors()
+        _run_errors(sys.argv[2])
     else:
         _run_worker(sys.argv[1], sys.argv[2:])

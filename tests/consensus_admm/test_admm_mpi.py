@@ -90,12 +90,12 @@ def test_cases_exercise_concurrency_and_stopping():
     assert C.in_process(C.CASES["async_budget"]).status.name == "MAX_ITER"
 
 
-def test_bad_input_raises_on_every_rank():
+def test_bad_input_raises_on_every_rank(tmp_path):
     """Inconsistent input on some ranks makes every rank raise the same error (no hang)."""
-    proc = _mpiexec(3, "--errors")
+    proc = _mpiexec(3, "--errors", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
+    per_rank = [(tmp_path / f"errors_{r}.txt").read_text().splitlines() for r in range(3)]
     for check, needle in (("dimension", "mismatched dimensions"), ("size", "launch one process per node"),
                           ("settings", "identical on every rank"), ("bad_objective", "rank(s) 2")):
-        got = [ln for ln in lines if ln.startswith(check + " ")]
+        got = [ln for lines in per_rank for ln in lines if ln.startswith(check + " ")]
         assert len(got) == 3 and all(needle in ln for ln in got), (check, got)
