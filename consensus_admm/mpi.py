@@ -83,7 +83,8 @@ from .edge import EdgeStream
 from .graphs import GraphArrays, graph_arrays
 from .results import ADMMHistory, ADMMResult, ADMMStatus
 from .settings import ADMMSettings
-from .solver import DIVERGENCE_THRESHOLD, Residuals, adapt_penalty, penalty_for_curvature, should_stop
+from .solver import (DIVERGENCE_THRESHOLD, Residuals, _adapt_runner_penalty, _limit_status, penalty_for_curvature,
+                     should_stop)
 
 __all__ = ["solve", "initial_penalty", "STOPPING_RULES"]
 
@@ -551,16 +552,9 @@ def _run(net: _Network, prox: _LocalProx, objective, settings: ADMMSettings, see
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            new = adapt_penalty(runner.rho, r, s, res.x_scale, res.lam_scale, settings)
-            if new != runner.rho:
-                runner.set_penalty(new)
-                n_updates += 1
+            n_updates += _adapt_runner_penalty(runner, res, settings)
     if status is None:
-        if should_stop(r, s, eps_pri, eps_dual, 10.0):
-            status, message = ADMMStatus.SOLVED_INACCURATE, f"max_iter={settings.max_iter} reached; " \
-                                                            "stopping test holds at 10x tolerance"
-        else:
-            status, message = ADMMStatus.MAX_ITER, f"max_iter={settings.max_iter} reached"
+        status, message = _limit_status(res, settings)
     solve_time = time.perf_counter() - t_solve
 
     consensus, cons_err, objective_value = _network_diagnostics(net, runner.x, objective)
