@@ -25,7 +25,9 @@ because the stacked fit is one computation over all agents, and one torch thread
 Departures / not done (issue 14): checkpoints are gathered into the world's ``checkpoint.pt`` (the format of the
 in-process run, so ``eval`` and ``--resume`` work unchanged) instead of one file per agent; a killed agent process
 is not detected with a bounded timeout (MPICH's launcher ends the job when a process dies); C-TRPO has no MPI
-backend (it is centralized). Bytes on the wire are not yet logged under ``comm/``.
+backend (it is centralized). Per agent, ``comm/bytes_sent_agent_<q>`` logs the bytes of its consensus messages and
+``comm/bytes_adv_norm_agent_<q>`` those of the advantage normalisation (MPI runs only); the world-agent traffic
+(observations, actions, rollout slices) is not counted.
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ def _merge_matrpo(parts, config) -> dict[str, float]:
     metrics["comm/floats_sent_total"] = float(sum(p["floats"] for p in parts))
     for q, p in enumerate(parts):
         metrics[f"comm/floats_sent_agent_{q}"] = float(p["floats"])
+        # Bytes this agent's process actually sent to its neighbours: log-ratio messages of the consensus (8 per
+        # float64; equal to 8 x the float count above while the edges' duals cancel), and the advantage
+        # normalisation's consensus including its stopping floods.
+        metrics[f"comm/bytes_sent_agent_{q}"] = float(p["bytes_sent"])
+        metrics[f"comm/bytes_adv_norm_agent_{q}"] = float(p["adv_norm_bytes"])
     for p in parts:
         metrics.update(p["metrics"])
     metrics["comm/floats_adv_norm"] = float(sum(p["floats_adv_norm"] for p in parts))
@@ -288,6 +295,7 @@ class _MATRPOAgent:
         obs = samples(d["obs"])
         t1 = time.perf_counter()
         vf, fit_seconds = _timed_value_fit(agent, obs, ret, val)
+        self.adv_norm_bytes = 0
         adv, floats_norm = self._normalize(adv, iteration)
         agent.prepare(obs, samples(d["actions"]), adv)
         t2 = time.perf_counter()
@@ -298,7 +306,7 @@ class _MATRPOAgent:
         out["metrics"] = {f"value/loss_agent_{i}": vf["value_loss"],
                           f"value/explained_variance_agent_{i}": vf["explained_variance"],
                           f"trpo/kl_agent_{i}": kl, f"trpo/surrogate_improvement_agent_{i}": gain}
-        out.update(value_fit_seconds=fit_seconds, floats_adv_norm=floats_norm,
+        out.update(value_fit_seconds=fit_seconds, floats_adv_norm=floats_norm, adv_norm_bytes=self.adv_norm_bytes,
                    seconds={"advantages": t1 - t0, "prepare": t2 - t1, "consensus": t3 - t2})
         return out
 
@@ -318,6 +326,7 @@ class _MATRPOAgent:
         mean, mean_sq = res.x
         n, m = self.n, len(adv)
         var = max(mean_sq - mean * mean, 0.0) * (n * m) / max(n * m - 1, 1)
+        self.adv_norm_bytes = res.extra["bytes_sent"] + res.extra["control_bytes_sent"]
         return standardize(adv, mean, math.sqrt(var)), float(res.floats_per_node[0])
 
     def _consensus(self, m: int, iteration: int) -> dict:
@@ -335,6 +344,7 @@ class _MATRPOAgent:
         lag_gain = 0.0
         dual, dropped = {}, 0
         other = np.empty(n * m)
+        sent = 0
         for k in range(cfg.admm_iterations):
             e = engine.next_edge()
             i, j = (int(v) for v in engine.edges[e])
@@ -348,8 +358,9 @@ class _MATRPOAgent:
             updates += 1
             lag_gain += info.lagrangian_before - info.lagrangian_after
             partner = j if q == i else i
-            self.comm.Sendrecv(np.ascontiguousarray(x), dest=partner, sendtag=_TAG, recvbuf=other, source=partner,
-                               recvtag=_TAG)
+            x = np.ascontiguousarray(x, dtype=np.float64)
+            self.comm.Sendrecv(x, dest=partner, sendtag=_TAG, recvbuf=other, source=partner, recvtag=_TAG)
+            sent += x.nbytes
             xi, xj = (x, other) if q == i else (other, x)
             ex = engine.exchange(e, xi, xj)
             if q == i:  # the lower endpoint reports the edge's outcome
@@ -367,7 +378,7 @@ class _MATRPOAgent:
             primal = max(primal, float(np.max(np.abs(x_now - engine.z[e]))))
         return dict(accepted=accepted, updates=updates, lag_gain=lag_gain, dual_residuals=dual, dropped=dropped,
                     consensus_error=cons, primal_residual=primal, messages=int(engine.messages_sent[q]),
-                    floats=int(engine.floats_sent[q]))
+                    floats=int(engine.floats_sent[q]), bytes_sent=sent)
 
 
 _AGENTS = {"itrpo": _ITRPOAgent, "matrpo": _MATRPOAgent}

@@ -53,9 +53,10 @@ def _rows(run_dir):
 
 
 def _assert_same_rows(got, want):
+    """Every in-process value, equal; the MPI run adds only its byte counts (comm/bytes_*)."""
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        assert set(g) == set(w)
+        assert set(w) <= set(g) and all(k.startswith("comm/bytes_") for k in set(g) - set(w))
         for key in w:
             assert float(g[key]) == pytest.approx(float(w[key]), rel=ORACLE_RTOL, abs=1e-12), key
 
@@ -75,22 +76,43 @@ def _n_procs(extra):
     return n + 1
 
 
-def _check_case(tmp_path, algo, extra):
-    want_dir = tmp_path / "inprocess"
-    train(tiny_config(algo, *TINY, *extra), want_dir, progress=False, tensorboard=False)
-    _ok(_mpi_train(_n_procs(extra), "--algo", algo, "--out", str(tmp_path / "mpi"), *_sets(extra)))
-    _assert_same_rows(_rows(tmp_path / "mpi"), _rows(want_dir))
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """runs(name) -> (in-process run dir, MPI run dir) of a case, each pair trained once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            algo, extra = {**CASES, **SLOW_CASES}[name]
+            d = tmp_path_factory.mktemp(name)
+            train(tiny_config(algo, *TINY, *extra), d / "inprocess", progress=False, tensorboard=False)
+            _ok(_mpi_train(_n_procs(extra), "--algo", algo, "--out", str(d / "mpi"), *_sets(extra)))
+            cache[name] = (d / "inprocess", d / "mpi")
+        return cache[name]
+
+    return get
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_mpi_backend_equals_in_process(tmp_path, name):
-    _check_case(tmp_path, *CASES[name])
+def test_mpi_backend_equals_in_process(runs, name):
+    want, got = runs(name)
+    _assert_same_rows(_rows(got), _rows(want))
+
+
+def test_mpi_bytes_sent_match_the_in_process_float_counts(runs):
+    """MATRPO: the bytes each agent process sent to its neighbours are 8 x the floats the in-process run counts."""
+    want, got = runs("matrpo_n3_ring_cyclic")
+    for g, w in zip(_rows(got), _rows(want)):
+        for q in range(3):
+            assert float(g[f"comm/bytes_sent_agent_{q}"]) == 8 * float(w[f"comm/floats_sent_agent_{q}"]) > 0
+            assert float(g[f"comm/bytes_adv_norm_agent_{q}"]) > 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SLOW_CASES))
-def test_mpi_backend_equals_in_process_slow(tmp_path, name):
-    _check_case(tmp_path, *SLOW_CASES[name])
+def test_mpi_backend_equals_in_process_slow(runs, name):
+    want, got = runs(name)
+    _assert_same_rows(_rows(got), _rows(want))
 
 
 @pytest.mark.slow
