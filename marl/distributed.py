@@ -22,10 +22,15 @@ Every agent derives the edge schedule from the same seed as the in-process engin
 in-process run of the same configuration and seed (tests/marl/test_mpi_backend.py, with ``stack_value_fits=false``
 because the stacked fit is one computation over all agents, and one torch thread per process).
 
-Departures / not done (issue 14): checkpoints are gathered into the world's ``checkpoint.pt`` (the format of the
-in-process run, so ``eval`` and ``--resume`` work unchanged) instead of one file per agent; a killed agent process
-is not detected with a bounded timeout (MPICH's launcher ends the job when a process dies); C-TRPO has no MPI
-backend (it is centralized). Per agent, ``comm/bytes_sent_agent_<q>`` logs the bytes of its consensus messages and
+Checkpoints and faults. At a checkpoint the world asks every agent for its state and writes them, with the
+environment's, into one ``checkpoint.pt`` (atomically, the in-process format, so ``eval`` and ``--resume`` work
+unchanged and a checkpoint is complete by construction: all agents' parts are for the same iteration). kill -9 of
+an agent process makes MPICH's launcher end every process of the job within about a second (tested), and
+``--resume`` under mpiexec then reproduces the uninterrupted run (tested). An agent that raises aborts the job.
+
+Departures / not done (issue 14): one checkpoint file gathered by the world instead of one file per agent process;
+the launcher's message after a kill names a process id, not the lost agent (naming it would need the launcher's
+auto-cleanup off and a reply timeout in the world); C-TRPO has no MPI backend (it is centralized). Per agent, ``comm/bytes_sent_agent_<q>`` logs the bytes of its consensus messages and
 ``comm/bytes_adv_norm_agent_<q>`` those of the advantage normalisation (MPI runs only); the world-agent traffic
 (observations, actions, rollout slices) is not counted.
 """

@@ -133,3 +133,51 @@ def test_wrong_process_count_is_an_error_not_a_hang(tmp_path):
     proc = _mpi_train(3, "--algo", "itrpo", "--out", str(tmp_path / "run"), *_sets([]))
     assert proc.returncode != 0
     assert "needs N+1 = 4 processes" in proc.stdout + proc.stderr
+
+
+def _pid_of_rank(rank, marker):
+    """The pid of the MPI process with PMI_RANK=rank whose command line contains ``marker`` (Linux /proc)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            env = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue
+        if marker in cmd and f"PMI_RANK={rank}" in env and "python" in cmd:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the agent's pid through /proc")
+def test_kill_9_of_an_agent_ends_the_job_and_the_last_checkpoint_resumes(tmp_path):
+    """kill -9 of agent 1 (rank 2) mid-run ends the whole job promptly (no hang); --resume under mpiexec then
+    reproduces the uninterrupted run (the world's checkpoint holds every agent's state for one iteration)."""
+    import signal
+    import time
+
+    extra = ["total_steps=1600"]
+    want = tmp_path / "inprocess"
+    train(tiny_config("matrpo", *TINY, *extra), want, progress=False, tensorboard=False)
+    out = tmp_path / "mpi"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    job = subprocess.Popen([MPIEXEC, "-n", "4", sys.executable, "-m", "marl", "train", "--backend", "mpi",
+                            "--no-progress", "--algo", "matrpo", "--out", str(out), *_sets(extra)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (out / "checkpoint.pt").exists():
+            time.sleep(0.2)
+        pid = _pid_of_rank(2, str(out))
+        assert pid is not None and job.poll() is None, "the job ended before it could be killed"
+        os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        output, _ = job.communicate(timeout=120)
+        assert time.monotonic() - t_kill < 60
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0, output
+    assert len(_rows(out)) < 8
+    _ok(_mpi_train(4, "--resume", str(out)))
+    _assert_same_rows(_rows(out), _rows(want))
