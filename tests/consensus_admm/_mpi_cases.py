@@ -29,6 +29,29 @@ class ShrunkQuadratic:
         return 0.5 * self.w * float(np.sum((x - self.a) ** 2))
 
 
+class FailsAfter(ShrunkQuadratic):
+    """A generic objective whose prox returns nan from its ``after``-th call on (only agent 2 gets one)."""
+
+    def __init__(self, a, w, after):
+        super().__init__(a, w)
+        self.after, self.calls = after, 0
+
+    def prox(self, v, t):
+        self.calls += 1
+        return np.full(self.dim, np.nan) if self.calls >= self.after else super().prox(v, t)
+
+
+def _failing(i, seed, dim=3):
+    rng = np.random.default_rng([seed, i])
+    return FailsAfter(rng.normal(size=dim), 1.0, 37) if i == 2 else ShrunkQuadratic(rng.normal(size=dim), 1.0)
+
+
+def _random_graph():
+    g = nx.gnp_random_graph(5, 0.5, seed=4)
+    g.add_edges_from(nx.path_graph(5).edges)  # connected whatever the draw
+    return g
+
+
 def _five_graph():
     g = nx.cycle_graph(5)
     g.add_edge(1, 3)  # non-adjacent pairs such as (0, 4) and (1, 2) can run concurrently
@@ -99,6 +122,10 @@ CASES = {
     "async_budget": Case(5, _five_graph, _least_squares, ADMMSettings(method="async", penalty=1.0, max_iter=25,
                                                                       eps_abs=0.0, eps_rel=0.0), seed=11,
                          stopping="budget"),
+    "async_weighted_random_graph": Case(5, _random_graph, _lasso, ADMMSettings(
+        method="async", penalty=1.5, max_iter=30, edge_probabilities=tuple(float(k + 1) for k in range(
+            _random_graph().number_of_edges()))), seed=2),
+    "sync_diverges_on_one_rank": Case(4, _four_graph, _failing, ADMMSettings(penalty=1.0, max_iter=200)),
 }
 
 
