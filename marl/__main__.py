@@ -48,14 +48,20 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
+    run = train
+    if args.backend == "mpi":  # one process per agent (marl.distributed); the agents' ranks return None
+        from .distributed import train_mpi as run
+
     if args.resume:
         out = Path(args.resume)
         config = TrainConfig(total_steps=args.steps) if args.steps else TrainConfig(total_steps=1)
-        result = train(config, out, resume=True, progress=not args.no_progress)
+        result = run(config, out, resume=True, progress=not args.no_progress)
     else:
         config = _train_config(args)
         out = Path(args.out) if args.out else Path("runs") / f"{config.algo}_{config.env.name}_n{config.env.n_agents}_s{config.seed}"
-        result = train(config, out, progress=not args.no_progress)
+        result = run(config, out, progress=not args.no_progress)
+    if result is None:
+        return 0
     last = {k: v for k, v in result.final_metrics.items() if k.startswith(("env/return", "env/coverage", "env/coll"))}
     print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations, "env_steps": result.env_steps,
                       "seconds": round(result.seconds, 1), **last}, indent=2))
@@ -101,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override, e.g. admm.penalty=5 or steps_per_iter=5000 (repeatable)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--backend", choices=("inprocess", "mpi"), default="inprocess",
+                   help="mpi: one process per agent plus a world process (mpiexec -n N+1 python -m marl train ...)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run's policies")

@@ -126,6 +126,7 @@ def train(
     progress: bool = True,
     tensorboard: bool = True,
     stop_after: int | None = None,
+    algorithm_factory=None,
 ) -> TrainResult:
     """Train ``config.algo`` on ``config.env`` and write logs and checkpoints to ``out_dir``.
 
@@ -143,6 +144,8 @@ def train(
         Also write TensorBoard event files.
     stop_after : int, optional
         Stop after this many outer iterations *in this call* (used to test kill-and-resume).
+    algorithm_factory : callable(obs_dims, n_actions, config), optional
+        Builds the algorithm instead of ``make_algorithm`` (``marl.distributed``: agents in other processes).
     """
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +163,10 @@ def train(
         torch.set_num_threads(config.torch_threads)
 
     venv = make_env_for(config)
-    algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+    if algorithm_factory is None:
+        algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+    else:
+        algo = algorithm_factory(venv.obs_dims, venv.n_actions, config)
     obs = venv.reset(seed=config.seed)
     start = 0
     if state is not None:
