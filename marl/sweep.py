@@ -337,7 +337,7 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
     try:
         check_types(config_from_dict({**base, "total_steps": max(budget, 1)}))
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: base configuration: {exc}") from exc
+        raise ValueError(f"{where}: {_base_culprit(base, budget)}: {exc}") from exc
 
     axes = list(dict.fromkeys(a for g in grids for a in g))
     for panel in report.panels:
@@ -363,6 +363,18 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
         seeds=tuple(file_seeds if seeds is None else seeds), steps=budget, cells=tuple(cells), axes=tuple(axes),
         report=report, tensorboard=exp.get("tensorboard", True),
     )
+
+
+def _base_culprit(base: dict, steps: int) -> str:
+    """Name the base key whose value breaks the base configuration (tried alone), else the base as a whole."""
+    for key, value in base.items():
+        for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+            name = key if sub is None else f"{key}.{sub}"
+            try:
+                _build({}, {name: v}, steps)
+            except (ValueError, TypeError, AttributeError):
+                return f"base key {name!r} = {v!r}"
+    return "base configuration"
 
 
 def _culprit(base: dict, params: dict[str, Any], steps: int) -> str:
