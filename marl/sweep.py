@@ -533,20 +533,37 @@ class SweepResult:
     report: tuple[Path, ...] = ()
 
 
+def format_duration(seconds: float) -> str:
+    """``95`` -> ``"1m35s"``, ``7384`` -> ``"2h03m"``, ``200000`` -> ``"2d07h"``; ``"?"`` when unknown."""
+    if not seconds < float("inf") or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
 class _Progress:
-    """Whole-sweep progress: runs done / running / left, environment steps per second of this session, ETA."""
+    """Whole-sweep progress line: runs done / running / left, environment steps per second in this session, ETA.
 
-    def __init__(self, tasks: list[_Task], steps: int, n_done: int, n_total: int, enabled: bool):
-        from tqdm.auto import tqdm
+    On a terminal one line is redrawn every second; otherwise (a log file) a line is printed every 30 seconds.
+    """
 
-        self.steps, self.n_total, self.done = steps, n_total, n_done
+    def __init__(self, name: str, tasks: list[_Task], steps: int, n_done: int, n_total: int, enabled: bool,
+                 stream=None):
+        self.name, self.steps, self.enabled = name, steps, enabled
+        self.n_total, self.done = n_total, n_done
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = 1.0 if self.tty else 30.0
         self.logged = {id(t): self._steps_of(t) for t in tasks}  # re-read only for running runs
-        self.shown, self.last = self._total(), 0.0
-        self.bar = None
-        if enabled:
-            tty = sys.stderr.isatty()
-            self.bar = tqdm(total=n_total * steps, initial=self.shown, unit="step", unit_scale=True,
-                            dynamic_ncols=True, mininterval=1.0 if tty else 30.0, smoothing=0.05)
+        self.start_steps, self.t0, self.last, self.drawn = self._total(), time.monotonic(), time.monotonic(), False
 
     def _steps_of(self, task: _Task) -> int:
         return min(logged_steps(task.run_dir, task.cell.config.steps_per_iter), self.steps)
@@ -554,32 +571,41 @@ class _Progress:
     def _total(self) -> int:
         return self.done * self.steps + sum(self.logged.values())
 
+    def line(self, running: int, left: int) -> str:
+        now = self._total()
+        rate = max(now - self.start_steps, 0) / max(time.monotonic() - self.t0, 1e-9)
+        eta = (self.n_total * self.steps - now) / rate if rate > 0 else float("inf")
+        return (f"[{self.name}] runs done {self.done}/{self.n_total}, running {running}, left {left} | "
+                f"{_count(now)}/{_count(self.n_total * self.steps)} steps | {rate:,.0f} steps/s | "
+                f"ETA {format_duration(eta)}")
+
     def update(self, running: list[_Task], left: int) -> None:
-        if self.bar is None or time.monotonic() - self.last < 2.0:
+        if not self.enabled or time.monotonic() - self.last < self.interval:
             return
         self.last = time.monotonic()
         for task in running:
             self.logged[id(task)] = self._steps_of(task)
-        now = self._total()
-        if now > self.shown:  # a resumed run re-logs the rows after its checkpoint: never count them twice
-            self.bar.update(now - self.shown)
-            self.shown = now
-        self.bar.set_postfix_str(f"runs done {self.done}/{self.n_total}, running {len(running)}, left {left}",
-                                 refresh=False)
+        text = self.line(len(running), left)
+        self.stream.write(f"\r\033[K{text}" if self.tty else f"{text}\n")
+        self.stream.flush()
+        self.drawn = self.tty
 
     def finish(self, task: _Task) -> None:
         self.logged.pop(id(task), None)
         self.done += 1
 
     def write(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
+        """A message line (a run done, killed or failed); always shown."""
+        self.stream.write(("\r\033[K" if self.drawn else "") + text + "\n")
+        self.stream.flush()
+        self.drawn = False
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.enabled:
+            self.last = 0.0
+            self.update([], 0)
+            if self.tty:
+                self.stream.write("\n")
 
 
 def _die_with_parent(parent: int):
@@ -648,7 +674,7 @@ def sweep(
     else:
         jobs = jobs or max(len(todo), 1)
         threads = threads or 1
-    view = _Progress(list(todo), experiment.steps, len(done), len(all_runs), progress)
+    view = _Progress(experiment.name, list(todo), experiment.steps, len(done), len(all_runs), progress)
     view.write(f"sweep {experiment.name}: {len(experiment.cells)} cells x {len(experiment.seeds)} seeds = "
                f"{len(all_runs)} runs of {experiment.steps} steps in {exp_dir}; {len(done)} done, "
                f"{sum(run_state(t.run_dir, experiment.steps) == 'started' for t in todo)} to resume; "

@@ -316,3 +316,28 @@ def test_ray_backend_on_a_local_instance_gives_the_local_rows(tmp_path, referenc
     assert result.failed == () and len(result.done) == 1
     d = "runs/algo=itrpo/seed_1"
     assert comparable(read_rows(tmp_path / "exp" / d)) == comparable(read_rows(ref / d))
+
+
+# -- progress view ----------------------------------------------------------------------------------------------------
+def test_progress_line_counts_runs_steps_and_eta(tmp_path):
+    import io
+
+    from marl.sweep import _Progress, _Task, format_duration
+
+    assert [format_duration(s) for s in (5, 95, 7384, 200000, float("inf"))] == ["5s", "1m35s", "2h03m", "2d07h", "?"]
+    exp = load_experiment(tiny_file(tmp_path))
+    tasks = [_Task(c, s, tmp_path / f"run{k}") for k, (c, s) in enumerate(exp.runs[1:])]
+    tasks[0].run_dir.mkdir()
+    (tasks[0].run_dir / "metrics.csv").write_text("iteration,env/return\n0,1\n1,2\n2,3\n")  # 3 x 200 steps logged
+    view = _Progress("tiny", tasks, exp.steps, 1, 4, True, stream=io.StringIO())
+    view.t0 -= 10.0  # as if the view had been open 10 s: nothing new logged yet, so no rate and no ETA
+    assert view.line(running=1, left=2) == ("[tiny] runs done 1/4, running 1, left 2 | 2.6k/8.0k steps | "
+                                            "0 steps/s | ETA ?")
+    (tasks[0].run_dir / "metrics.csv").write_text("iteration\n" + "".join(f"{i}\n" for i in range(8)))
+    view.last = 0.0
+    view.update([tasks[0]], left=2)  # 5 more iterations of 200 steps in ~10 s: ~100 steps/s, 4,400 steps left
+    text = view.stream.getvalue()
+    assert "runs done 1/4, running 1, left 2" in text
+    rate = int(re.search(r"\| (\d+) steps/s", text).group(1))
+    assert 90 <= rate <= 100
+    assert re.search(r"ETA 4[4-9]s", text)
