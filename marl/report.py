@@ -3,8 +3,9 @@
 ``python -m marl report DIR`` (and ``python -m marl sweep`` when it ends) reads ``DIR/experiment.json`` and the runs'
 ``metrics.csv`` and writes into ``DIR/report/``:
 
-- ``summary.md``, ``summary.csv``: one row per cell: its grid values, the runs counted, the final performance
-  (mean ± std over seeds), the final consensus error and the floats each agent sent;
+- ``summary.md``, ``summary.csv``: one row per cell: the values of the grid axes it ran with (Table III defaults
+  filled in), the runs counted, the final performance (mean ± std over seeds), the final consensus error and the
+  floats each agent sent;
 - ``curves.png`` (or ``curves_<panel>.png`` per panel value): learning curves, mean and ±1 std over seeds (Figs. 3, 4);
 - ``final_vs_<axis>.png``: final performance against each grid axis, one series per value of the other axes (Fig. 5);
 - ``final_vs_floats.png``: final performance against the floats each agent sent over its run (not in the paper).
@@ -131,7 +132,7 @@ def summarize_sweep(exp_dir: str | Path, *, partial: bool = False) -> tuple[dict
             if finished or (partial and (run_dir / "metrics.csv").exists()):
                 per_seed[seed] = run_summary(run_dir, metric=spec["metric"], final_episodes=spec["final_episodes"],
                                              n_agents=cell["n_agents"])
-        row = {"cell": cell["name"], **{a: cell["params"].get(a, "") for a in manifest["axes"]},
+        row = {"cell": cell["name"], **{a: cell["resolved"][a] for a in manifest["axes"]},
                "algo": cell["algo"], "n_agents": cell["n_agents"], "runs": len(per_seed),
                "seeds": " ".join(str(s) for s in per_seed)}
         finals = [r["final"] for r in per_seed.values()]
@@ -154,7 +155,8 @@ def _markdown(manifest: dict, rows: list[dict]) -> str:
         f"Experiment file `{manifest['file']}`; budget {manifest['steps']:,} environment steps per run, seeds "
         f"{manifest['seeds']}. Final performance: mean `{spec['metric']}` over the last {spec['final_episodes']} "
         "episodes of each run; mean ± std (ddof 0) over the runs counted. Floats: sent per agent over the whole run "
-        "(comm/ metrics; '-' for algorithms that do not communicate).", "",
+        "(comm/ metrics; '-' for algorithms that do not communicate). A value in parentheses is not set by the cell's "
+        "grid: the base configuration's (or the task's Table III value).", "",
         "| " + " | ".join(axes + ["runs", f"final {spec['metric']}", "consensus error", "floats / agent"]) + " |",
         "|" + "---|" * (len(axes) + 4),
     ]
@@ -162,8 +164,8 @@ def _markdown(manifest: dict, rows: list[dict]) -> str:
     def pm(m, s, fmt):
         return "-" if not math.isfinite(m) else f"{m:{fmt}} ± {s:{fmt}}"
 
-    for r in rows:
-        cells = [_value(r[a]) if r[a] != "" else "(default)" for a in axes]
+    for cell, r in zip(manifest["cells"], rows):
+        cells = [_value(r[a]) if a in cell["params"] else f"({_value(r[a])})" for a in axes]
         cells += [f"{r['runs']}/{len(manifest['seeds'])}", pm(r["final_mean"], r["final_std"], ".4g"),
                   pm(r["consensus_error_mean"], r["consensus_error_std"], ".3g"),
                   pm(r["floats_per_agent_mean"], r["floats_per_agent_std"], ".3g")]
@@ -212,7 +214,8 @@ def _plot_curves(exp_dir: Path, out_dir: Path, manifest: dict, rows: list[dict])
                 dirs.append(exp_dir / "runs" / cell["name"] / f"seed_{seed}")
                 labels.append(_series_label(cell["params"], [a for a in manifest["axes"] if a not in panels]))
         if dirs:
-            name = f"curves_{_slug(panel)}.png" if panel else "curves.png"
+            values = "_".join(_value(cells[0]["params"][a]) for a in panels)
+            name = f"curves_{_slug(values)}.png" if panel else "curves.png"
             files.append(plot_learning_curves(dirs, out_dir / name, metric=spec["metric"], smooth=spec["smooth"],
                                               labels=labels, title=panel or manifest["name"]))
     return files

@@ -23,7 +23,8 @@ A train config (the same top-level keys and ``[env]``/``[trpo]``/``[admm]`` sect
 
 Several grids are written as ``[[grid]]`` tables; the experiment is the union of their products (Fig. 5 varies one
 setting at a time). Cells that resolve to the same configuration (Table III defaults filled in) share one run.
-``seed``, ``total_steps`` and ``torch_threads`` belong to the sweep and are rejected in the file. Every cell's
+``seed``, ``total_steps`` and ``torch_threads`` belong to the sweep and are rejected in the file; runs checkpoint
+every iteration unless the file sets ``checkpoint_every``. Every cell's
 configuration is built and checked (unknown keys, ranges, value types) before any run starts; errors name the key.
 
 Experiment directory (``--out``, default ``runs/<name>``)::
@@ -40,8 +41,8 @@ A run is *done* when its ``done.json`` records at least the planned steps; *star
 scratch (files of a run killed before its first checkpoint are removed first). A worker holds an exclusive lock on its
 run directory (``.lock``, released by the kernel when the process dies), so two sweeps never write one run. Local
 workers are killed with the sweep process (Linux ``PR_SET_PDEATHSIG``), so ``kill -9`` of the sweep leaves no orphans.
-A worker killed by a signal while the sweep lives is resumed (``--retries`` times); a worker that raises is reported
-as failed and the other runs go on. Restarting with a larger ``--steps`` extends finished runs; a smaller one than the
+A worker killed by a signal while the sweep lives is resumed (``retries``, 2 by default); a worker that raises is
+reported as failed and the other runs go on. Restarting with a larger ``--steps`` extends finished runs; a smaller one than the
 directory was planned with is refused. A run whose saved configuration differs from the plan (an edited experiment
 file) is refused before anything runs.
 
@@ -302,7 +303,8 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
         raise ValueError(f"{where}: missing [experiment] table with seeds = [...] and steps = N")
     unknown = set(exp) - set(_EXPERIMENT_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} in [experiment]; allowed: {list(_EXPERIMENT_KEYS)}")
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} in [experiment]; "
+                         f"allowed: {list(_EXPERIMENT_KEYS)}")
     for key in ("seeds", "steps"):
         if key not in exp:
             raise ValueError(f"{where}: [experiment] needs {key!r}")
@@ -330,10 +332,13 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
 
     grids = _parse_grids(data.pop("grid", None), where)
     base = data
+    base.setdefault("checkpoint_every", 1)  # a stopped sweep loses at most one iteration per run
     for key in RESERVED_KEYS:
         if key in base:
             raise ValueError(f"{where}: key {key!r} is set by the sweep: {RESERVED_KEYS[key]}")
     budget = file_steps if steps is None else steps
+    if budget < 1:
+        raise ValueError(f"{where}: steps must be >= 1, got {budget}")
     try:
         check_types(config_from_dict({**base, "total_steps": max(budget, 1)}))
     except (ValueError, TypeError) as exc:
@@ -479,9 +484,22 @@ def _manifest(experiment: Experiment) -> dict:
         "steps": experiment.steps, "seeds": list(experiment.seeds), "axes": list(experiment.axes),
         "report": dataclasses.asdict(experiment.report),
         "cells": [{"name": c.name, "params": {a: list(v) if isinstance(v, tuple) else v for a, v in c.params},
+                   "resolved": {a: _resolved_value(c.config, a) for a in experiment.axes},
                    "n_agents": c.config.env.n_agents, "algo": c.config.algo,
                    "steps_per_iter": c.config.steps_per_iter} for c in experiment.cells],
     }
+
+
+def _resolved_value(config: TrainConfig, axis: str) -> Any:
+    """The value a run of ``config`` uses for a grid axis (Table III defaults filled in; a list for a zipped axis)."""
+    data = config.resolved().to_dict()
+    values = []
+    for key in _axis_keys(axis):
+        node = data
+        for part in key.split("."):
+            node = node[part]
+        values.append(list(node) if isinstance(node, tuple) else node)
+    return values if len(values) > 1 else values[0]
 
 
 def _check_against_disk(experiment: Experiment, exp_dir: Path) -> None:

@@ -341,3 +341,67 @@ def test_progress_line_counts_runs_steps_and_eta(tmp_path):
     rate = int(re.search(r"\| (\d+) steps/s", text).group(1))
     assert 90 <= rate <= 100
     assert re.search(r"ETA 4[4-9]s", text)
+
+
+def test_report_of_a_panelled_union_of_grids_on_synthetic_runs(tmp_path):
+    """Fig. 5's shape (a task axis as panels, one setting varied per grid, shared default runs) on hand-made runs:
+    every number of the table follows from the rows written here."""
+    from marl.sweep import _manifest, run_dir_of
+
+    path = tmp_path / "f5.toml"
+    path.write_text("""
+[experiment]
+seeds = [0, 1]
+steps = 30000
+[[grid]]
+"env.name,env.n_agents" = [["cooperative_navigation", 3], ["treasure_collection", 8]]
+"admm.penalty" = [1, 5]
+[[grid]]
+"env.name,env.n_agents" = [["cooperative_navigation", 3], ["treasure_collection", 8]]
+"admm.iterations" = [100, 200]
+[report]
+panels = ["env.name,env.n_agents"]
+""")
+    exp = load_experiment(path)
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps(_manifest(exp)))
+    expected = {}
+    for k, cell in enumerate(exp.cells):
+        if cell.name in expected:  # a shared run is written once
+            continue
+        n = cell.config.env.n_agents
+        for seed in exp.seeds:
+            d = run_dir_of(out, cell, seed)
+            d.mkdir(parents=True, exist_ok=True)
+            returns = [-10.0 * (k + 1), -5.0 * (k + 1) + seed, -2.0 * (k + 1) + seed]  # 3 iterations
+            lines = ["iteration,env/steps,env/return,env/episodes,admm/consensus_error,comm/floats_sent_total,"
+                     "comm/floats_sent_agent_0,comm/floats_adv_norm"]
+            lines += [f"{i},{(i + 1) * 10000},{r},50,{0.1 * (i + 1)},{600 * n},{600},{30 * n}"
+                      for i, r in enumerate(returns)]
+            (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+            (d / "done.json").write_text(json.dumps({"env_steps": 30000}))
+            # last 100 episodes = the last two iterations (50 each); floats per agent = 3 x (600 + 30)
+            expected.setdefault(cell.name, []).append(((returns[1] + returns[2]) / 2, 3 * 630.0, 0.25))
+    files = {p.name for p in main_report(out)}
+    assert {"summary.md", "summary.csv", "final_vs_admm.penalty.png", "final_vs_admm.iterations.png",
+            "final_vs_floats.png", "curves_cooperative_navigation_3.png",
+            "curves_treasure_collection_8.png"} <= files
+    with open(out / "report" / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(exp.cells) == 8
+    for row in rows:
+        finals = [e[0] for e in expected[row["cell"]]]
+        assert float(row["final_mean"]) == pytest.approx(statistics.mean(finals))
+        assert float(row["final_std"]) == pytest.approx(statistics.pstdev(finals))
+        assert float(row["floats_per_agent_mean"]) == pytest.approx(1890.0)
+        assert float(row["consensus_error_mean"]) == pytest.approx(0.25)
+    # the shared default run (navigation: beta 1 = 100 iterations) appears once per grid, with the same numbers
+    nav = [r for r in rows if r["cell"] == "env.name+env.n_agents=cooperative_navigation,3__admm.penalty=1"]
+    assert len(nav) == 2 and nav[0]["final_mean"] == nav[1]["final_mean"]
+
+
+def main_report(exp_dir: Path) -> list[Path]:
+    from marl.report import write_report
+
+    return list(write_report(exp_dir))
