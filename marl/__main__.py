@@ -92,9 +92,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else None
     if args.dry_run:
         exp = load_experiment(args.file, steps=args.steps, seeds=seeds)
-        for cell in dict.fromkeys(c.name for c in exp.cells):
-            print(cell)
-        print(f"{len(exp.runs)} runs ({len(exp.cells)} cells x {len(exp.seeds)} seeds) of {exp.steps} steps")
+        names = list(dict.fromkeys(c.name for c in exp.cells))  # cells with the same configuration share a run
+        print("\n".join(names))
+        print(f"{len(exp.runs)} runs ({len(names)} distinct of {len(exp.cells)} cells x {len(exp.seeds)} seeds) "
+              f"of {exp.steps} steps")
         return 0
     result = sweep(args.file, out=args.out, jobs=args.jobs, steps=args.steps, seeds=seeds, threads=args.threads,
                    backend=args.backend, address=args.address, progress=not args.no_progress,

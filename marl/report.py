@@ -88,7 +88,8 @@ def run_summary(run_dir: str | Path, *, metric: str, final_episodes: int, n_agen
     cols = read_metrics(run_dir)
     if metric not in cols:
         raise ValueError(f"report.metric {metric!r} is not a column of {run_dir}/metrics.csv")
-    final, used = final_performance(cols[metric], cols["env/episodes"], final_episodes)
+    episodes = cols.get("env/episodes", np.zeros(len(cols[metric])))  # absent when no episode ever ended
+    final, used = final_performance(cols[metric], episodes, final_episodes)
     out = {"final": final, "env_steps": float(cols["env/steps"][-1]), "iterations": len(cols["env/steps"])}
     if "admm/consensus_error" in cols and used:
         out["consensus_error"] = float(np.nanmean(cols["admm/consensus_error"][used]))

@@ -174,6 +174,11 @@ def _type_ok(value: Any, annotation: str) -> bool:
     return False
 
 
+def _annotation(f: dataclasses.Field) -> str:
+    """A field's type as text (``"float | None"``), whether or not its module postpones annotations."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
 def check_types(config: TrainConfig) -> None:
     """Raise ``ValueError`` naming the first field (``section.key``) whose value does not have its declared type."""
     for owner, prefix in [(config, "")] + [(getattr(config, s), f"{s}.") for s in _SECTIONS]:
@@ -181,8 +186,9 @@ def check_types(config: TrainConfig) -> None:
             value = getattr(owner, f.name)
             if f.name in _SECTIONS and not prefix:
                 continue
-            if not _type_ok(value, str(f.type)):
-                raise ValueError(f"{prefix}{f.name} must be of type {f.type}, got {value!r} ({type(value).__name__})")
+            if not _type_ok(value, _annotation(f)):
+                raise ValueError(f"{prefix}{f.name} must be of type {_annotation(f)}, got {value!r} "
+                                 f"({type(value).__name__})")
 
 
 def _axis_keys(axis: str) -> list[str]:
@@ -326,8 +332,8 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
         if f.name in report_raw:
             value = report_raw[f.name]
             value = tuple(value) if isinstance(value, list) else value
-            if not _type_ok(value, str(f.type)):
-                raise ValueError(f"{where}: [report] {f.name} must be of type {f.type}, got {value!r}")
+            if not _type_ok(value, _annotation(f)):
+                raise ValueError(f"{where}: [report] {f.name} must be of type {_annotation(f)}, got {value!r}")
     report = ReportSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in report_raw.items()})
 
     grids = _parse_grids(data.pop("grid", None), where)
@@ -340,7 +346,7 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
     if budget < 1:
         raise ValueError(f"{where}: steps must be >= 1, got {budget}")
     try:
-        check_types(config_from_dict({**base, "total_steps": max(budget, 1)}))
+        check_types(config_from_dict({**base, "total_steps": budget}))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {_base_culprit(base, budget)}: {exc}") from exc
 
@@ -350,7 +356,7 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
             raise ValueError(f"{where}: [report] panels names {panel!r}, which is not a grid key; grid keys: {axes}")
     cells: list[Cell] = []
     by_identity: dict[str, str] = {}
-    for g, grid in enumerate(grids):
+    for grid in grids:
         for combo in itertools.product(*grid.values()):
             params = {a: tuple(v) if isinstance(v, list) else v for a, v in zip(grid, combo)}
             try:
@@ -781,8 +787,8 @@ def _run_ray(experiment: Experiment, todo: list[_Task], view: _Progress, *, jobs
         import ray
     except ImportError as exc:
         raise ValueError("--backend ray needs Ray: pip install -e '.[ray]'") from exc
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # connect to ``address`` (or RAY_ADDRESS), else start a local instance
+        ray.init(address=address, log_to_driver=False, **({} if address else {"include_dashboard": False}))
     remote = ray.remote(num_cpus=threads, max_retries=retries)(_ray_task)
     pending = collections.deque(todo)
     running: dict[Any, _Task] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from marl.__main__ import main
 from marl.report import final_performance, summarize_sweep
@@ -219,8 +222,12 @@ def test_sweep_killed_mid_way_and_restarted_equals_uninterrupted(tmp_path, refer
     first = _pid(victim)
     os.kill(first, signal.SIGKILL)
     # The sweep resumes the killed run in a new worker; then the sweep itself is killed.
-    _wait(lambda: (_pid(victim) or first) != first and _alive(_pid(victim)), what="the killed run to resume")
-    workers = [p for p in (_pid(d) for d in exp.glob("runs/*/*")) if p]
+    def resumed():
+        pid = _pid(victim)
+        return pid is not None and pid != first and _alive(pid)
+
+    _wait(resumed, what="the killed run to resume")
+    workers = [p for p in (_pid(d) for d in exp.glob("runs/*/*") if not (d / "done.json").exists()) if p]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _wait(lambda: not any(_alive(p) for p in workers), timeout=30, what="the workers to die with the sweep")
@@ -256,6 +263,20 @@ def test_final_performance_closed_forms():
     value, used = final_performance([5.0, float("nan"), 7.0], [60, 0, 30], 100)
     assert value == pytest.approx((30 * 7 + 60 * 5) / 90) and used == [0, 2]  # fewer than 100 episodes: all
     assert final_performance([2.0, 4.0], [100, 100])[0] == 4.0  # paper settings: the last iteration exactly
+
+
+@given(st.lists(st.tuples(st.integers(-1000, 1000), st.integers(0, 40)), min_size=1, max_size=30),
+       st.integers(1, 150))
+def test_final_performance_equals_the_mean_of_the_last_episodes(iterations, final_episodes):
+    """Eq. (1) against expanding every iteration into its episodes and averaging the last ``final_episodes``."""
+    values = [float(v) if n else float("nan") for v, n in iterations]
+    episodes = [v for v, n in iterations for _ in range(n)]
+    got, _ = final_performance(values, [n for _, n in iterations], final_episodes)
+    if not episodes:
+        assert math.isnan(got)
+    else:
+        last = episodes[-final_episodes:]
+        assert got == pytest.approx(sum(last) / len(last), rel=1e-12, abs=1e-9)
 
 
 def test_report_matches_a_hand_computation_from_metrics_csv(reference):
