@@ -96,11 +96,7 @@ def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
     end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted."""
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     short: dict[str, int] = defaultdict(int)
-    run_dirs = list(run_dirs)
-    labels = [run_label(d) for d in run_dirs] if labels is None else list(labels)
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"labels must give one label per run directory ({len(run_dirs)}), got {len(labels)}")
-    for d, label in zip(run_dirs, labels):
+    for d in run_dirs:
         cols = read_metrics(d)
         steps = cols["env/steps"]
         idx = np.flatnonzero(steps <= at_steps)
