@@ -97,9 +97,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(exp.runs)} runs ({len(names)} distinct of {len(exp.cells)} cells x {len(exp.seeds)} seeds) "
               f"of {exp.steps} steps")
         return 0
-    result = sweep(args.file, out=args.out, jobs=args.jobs, steps=args.steps, seeds=seeds, threads=args.threads,
-                   backend=args.backend, address=args.address, progress=not args.no_progress,
-                   report=not args.no_report)
+    try:
+        result = sweep(args.file, out=args.out, jobs=args.jobs, steps=args.steps, seeds=seeds, threads=args.threads,
+                       backend=args.backend, address=args.address, progress=not args.no_progress,
+                       report=not args.no_report)
+    except KeyboardInterrupt:  # the sweep has stopped its workers and said how to continue
+        return 130
     print(json.dumps({"experiment_dir": str(result.exp_dir), "runs_done": len(result.done),
                       "failed": list(result.failed), "report": [str(p) for p in result.report]}, indent=2))
     return 1 if result.failed else 0

@@ -598,7 +598,8 @@ class _Progress:
     def line(self, running: int, left: int) -> str:
         now = self._total()
         rate = max(now - self.start_steps, 0) / max(time.monotonic() - self.t0, 1e-9)
-        eta = (self.n_total * self.steps - now) / rate if rate > 0 else float("inf")
+        left_steps = max(self.n_total * self.steps - now, 0)
+        eta = left_steps / rate if rate > 0 else (0.0 if not left_steps else float("inf"))
         return (f"[{self.name}] runs done {self.done}/{self.n_total}, running {running}, left {left} | "
                 f"{_count(now)}/{_count(self.n_total * self.steps)} steps | {rate:,.0f} steps/s | "
                 f"ETA {format_duration(eta)}")
@@ -624,12 +625,13 @@ class _Progress:
         self.stream.flush()
         self.drawn = False
 
-    def close(self) -> None:
-        if self.enabled:
+    def close(self, *, final: bool = True) -> None:
+        """End the view: the last progress line when the sweep ended, only a line break when it was stopped."""
+        if self.enabled and final:
             self.last = 0.0
             self.update([], 0)
-            if self.tty:
-                self.stream.write("\n")
+        if self.drawn:
+            self.stream.write("\n")
 
 
 def _die_with_parent(parent: int):
@@ -707,8 +709,10 @@ def sweep(
     try:
         finished, failed = runner(experiment, todo, view, jobs=jobs, threads=threads, retries=retries,
                                   address=address)
-    finally:
-        view.close()
+    except BaseException:
+        view.close(final=False)
+        raise
+    view.close()
     files: tuple[Path, ...] = ()
     if report and any(read_done(t.run_dir) for t in all_runs):
         from .report import write_report
