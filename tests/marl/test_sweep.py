@@ -139,21 +139,25 @@ def test_parse_seeds():
 
 
 # -- expansion --------------------------------------------------------------------------------------------------------
-def test_grids_zip_union_and_shared_runs(tmp_path):
-    """[[grid]] tables are a union; a zipped axis varies keys together; cells that resolve to the same configuration
-    (here Table III's defaults, once per task) share one run directory."""
-    path = tmp_path / "f5.toml"
-    path.write_text("""
+# Fig. 5's shape on two tasks: one setting varied per [[grid]], the task as a zipped axis.
+FIG5_LIKE = """
 [experiment]
 seeds = [0, 1]
-steps = 1000
+steps = 30000
 [[grid]]
 "env.name,env.n_agents" = [["cooperative_navigation", 3], ["treasure_collection", 8]]
 "admm.penalty" = [1, 5]
 [[grid]]
 "env.name,env.n_agents" = [["cooperative_navigation", 3], ["treasure_collection", 8]]
 "admm.iterations" = [100, 200]
-""")
+"""
+
+
+def test_grids_zip_union_and_shared_runs(tmp_path):
+    """[[grid]] tables are a union; a zipped axis varies keys together; cells that resolve to the same configuration
+    (here Table III's defaults, once per task) share one run directory."""
+    path = tmp_path / "f5.toml"
+    path.write_text(FIG5_LIKE)
     exp = load_experiment(path, steps=500, seeds=[4])
     assert exp.steps == 500 and exp.seeds == (4,)
     assert len(exp.cells) == 8
@@ -370,19 +374,7 @@ def test_report_of_a_panelled_union_of_grids_on_synthetic_runs(tmp_path):
     from marl.sweep import _manifest, run_dir_of
 
     path = tmp_path / "f5.toml"
-    path.write_text("""
-[experiment]
-seeds = [0, 1]
-steps = 30000
-[[grid]]
-"env.name,env.n_agents" = [["cooperative_navigation", 3], ["treasure_collection", 8]]
-"admm.penalty" = [1, 5]
-[[grid]]
-"env.name,env.n_agents" = [["cooperative_navigation", 3], ["treasure_collection", 8]]
-"admm.iterations" = [100, 200]
-[report]
-panels = ["env.name,env.n_agents"]
-""")
+    path.write_text(FIG5_LIKE + '[report]\npanels = ["env.name,env.n_agents"]\n')
     exp = load_experiment(path)
     out = tmp_path / "exp"
     out.mkdir()
