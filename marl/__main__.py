@@ -9,6 +9,8 @@ Examples::
     python -m marl eval runs/matrpo_s0 --episodes 50 --gif spread.gif
     python -m marl plot runs/matrpo_s* runs/itrpo_s* -o curves.png
     python -m marl table runs/matrpo_s* runs/itrpo_s* --at 500000
+    python -m marl sweep experiments/fig3a.toml --steps 500000 --seeds 0-2 --jobs 2   # a figure as one command
+    python -m marl report runs/fig3a                       # summary.md/.csv and PNG figures in runs/fig3a/report
 """
 
 from __future__ import annotations
@@ -90,6 +92,36 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_experiment, parse_seeds, sweep
+
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    if args.dry_run:
+        exp = load_experiment(args.file, steps=args.steps, seeds=seeds)
+        names = list(dict.fromkeys(c.name for c in exp.cells))  # cells with the same configuration share a run
+        print("\n".join(names))
+        print(f"{len(exp.runs)} runs ({len(names)} distinct of {len(exp.cells)} cells x {len(exp.seeds)} seeds) "
+              f"of {exp.steps} steps")
+        return 0
+    try:
+        result = sweep(args.file, out=args.out, jobs=args.jobs, steps=args.steps, seeds=seeds, threads=args.threads,
+                       backend=args.backend, address=args.address, progress=not args.no_progress,
+                       report=not args.no_report)
+    except KeyboardInterrupt:  # the sweep has stopped its workers and said how to continue
+        return 130
+    print(json.dumps({"experiment_dir": str(result.exp_dir), "runs_done": len(result.done),
+                      "failed": list(result.failed), "report": [str(p) for p in result.report]}, indent=2))
+    return 1 if result.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    for path in write_report(args.exp_dir, out=args.out, partial=args.partial):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m marl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--at", type=int, required=True, help="environment steps (must end an iteration)")
     s.add_argument("--window", type=int, default=1, help="iterations averaged, ending at --at")
     s.set_defaults(func=_cmd_table)
+
+    w = sub.add_parser("sweep", help="run an experiment file: every grid cell x seed, in parallel, resumable")
+    w.add_argument("file", help="TOML experiment file (see experiments/ and marl/sweep.py)")
+    w.add_argument("--out", help="experiment directory (default runs/<experiment name>)")
+    w.add_argument("--jobs", type=int, help="runs at once (local default: CPUs available)")
+    w.add_argument("--steps", type=int, help="environment steps per run (overrides the file's paper budget)")
+    w.add_argument("--seeds", help="seeds, e.g. 0,1,2 or 0-2 (overrides the file's)")
+    w.add_argument("--threads", type=int, help="torch threads per run (local default: CPUs // jobs; ray: 1)")
+    w.add_argument("--backend", choices=("local", "ray"), default="local")
+    w.add_argument("--address", help="Ray cluster address (--backend ray; default: a local Ray instance)")
+    w.add_argument("--dry-run", action="store_true", help="list the cells and runs, run nothing")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar (per-run lines only)")
+    w.add_argument("--no-report", action="store_true", help="do not write the report when the sweep ends")
+    w.set_defaults(func=_cmd_sweep)
+
+    r = sub.add_parser("report", help="summary table (Markdown, CSV) and PNG figures of a sweep directory")
+    r.add_argument("exp_dir")
+    r.add_argument("--out", help="output folder (default EXP_DIR/report)")
+    r.add_argument("--partial", action="store_true", help="also count runs that have not finished")
+    r.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -32,7 +32,8 @@ def run_label(run_dir: str | Path) -> str:
     return Path(run_dir).parent.name
 
 
-def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return", smooth: int = 1) -> Path:
+def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return", smooth: int = 1,
+                         labels=None, title: str | None = None) -> Path:
     """Plot ``metric`` against environment steps; runs with the same label are averaged (shaded: ±1 std).
 
     Parameters
@@ -41,6 +42,8 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     out : path of the image to write (PNG, PDF, SVG …)
     metric : a metrics.csv column
     smooth : moving-average window in iterations (1 = none)
+    labels : optional list of curve labels, one per run directory (default: :func:`run_label`)
+    title : optional figure title
     """
     import matplotlib
 
@@ -50,7 +53,11 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     if smooth < 1:
         raise ValueError(f"smooth must be >= 1, got {smooth}")
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for d in run_dirs:
+    run_dirs = list(run_dirs)
+    labels = [run_label(d) for d in run_dirs] if labels is None else list(labels)
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"labels must give one label per run directory ({len(run_dirs)}), got {len(labels)}")
+    for d, label in zip(run_dirs, labels):
         cols = read_metrics(d)
         if metric not in cols:
             raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
@@ -59,7 +66,7 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
             kernel = np.ones(smooth) / smooth
             y = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="valid")
         x = cols["env/steps"][len(cols["env/steps"]) - len(y):]
-        groups[run_label(d)].append((x, y))
+        groups[label].append((x, y))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in sorted(groups.items()):
         n = min(len(y) for _, y in curves)
@@ -73,6 +80,8 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
