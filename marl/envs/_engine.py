@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import gymnasium
@@ -24,6 +25,7 @@ CONT_DIM = 5
 REWARD_MODES = ("private", "shared", "mpe2")
 VARIANTS = ("paper", "mpe2")
 BACKENDS = ("numba", "numpy")
+MAX_RENDER_SIZE = 4096  # frame side in pixels (a 4096^2 RGB frame is 50 MB)
 
 
 def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -308,7 +310,7 @@ class ParticleParallelEnv(ParallelEnv):
     def __init__(self, core: ParticleVectorEnv, render_mode: str | None, render_size: int) -> None:
         if render_mode is not None:
             check_choice("render_mode", render_mode, ("rgb_array",))
-        check_int("render_size", render_size, 16)
+        check_int("render_size", render_size, 16, MAX_RENDER_SIZE)
         self.core = core
         self.render_mode = render_mode
         self.render_size = int(render_size)
@@ -351,6 +353,8 @@ class ParticleParallelEnv(ParallelEnv):
         return {a: obs[s:e] for a, (s, e) in zip(self.agents, self._slices)}, {a: {} for a in self.agents}
 
     def _actions_to_arrays(self, actions: dict) -> None:
+        if not isinstance(actions, Mapping):
+            raise TypeError(f"actions must be a dict {{agent: action}}, got {type(actions).__name__}")
         agents = self.possible_agents
         if len(actions) != len(agents):
             unknown = sorted(set(actions) - set(agents), key=str)
@@ -363,13 +367,18 @@ class ParticleParallelEnv(ParallelEnv):
                 raise ValueError(f"missing action for {agent}") from None
             if self._continuous:
                 try:
-                    arr = np.asarray(a, dtype=np.float32)
+                    arr = np.asarray(a)
                 except (TypeError, ValueError) as err:
                     raise TypeError(f"action for {agent} must be a float vector of length {CONT_DIM}: {err}") from None
+                if arr.dtype.kind not in "fiu":  # as the batched env: no bool, complex, object or string actions
+                    raise TypeError(f"action for {agent} must be a real float vector of length {CONT_DIM}, "
+                                    f"got dtype {arr.dtype}")
                 if arr.shape != (CONT_DIM,):
                     raise ValueError(f"action for {agent} must have shape ({CONT_DIM},), got {arr.shape}")
                 self._act_c[0, i] = arr
             else:
+                if isinstance(a, (bool, np.bool_)):  # as the batched env, which rejects bool arrays
+                    raise TypeError(f"action for {agent} must be an integer, got {a!r}")
                 try:
                     v = operator.index(a)
                 except TypeError:
@@ -379,6 +388,8 @@ class ParticleParallelEnv(ParallelEnv):
                 self._act_i[0, i] = v
 
     def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.core._was_reset:
+            raise RuntimeError("call reset() before the first step()")
         if not self.agents:
             if actions:
                 raise RuntimeError("the episode is over; call reset() before step()")

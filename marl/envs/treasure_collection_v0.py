@@ -152,6 +152,11 @@ def team_split(
     n_agents: int | None = None, n_hunters: int | None = None, n_banks: int | None = None
 ) -> tuple[int, int]:
     """Return (n_hunters, n_banks): the paper's split (N - 2 hunters, 2 banks) unless given explicitly."""
+    for name, value in (("n_agents", n_agents), ("n_hunters", n_hunters), ("n_banks", n_banks)):
+        if value is not None:
+            check_int(name, value, 1)
+    if n_agents is not None and n_hunters is None and n_banks is None:
+        check_int("n_agents", n_agents, DEFAULT_BANKS + 1)  # at least one hunter besides the default banks
     if n_banks is None:
         n_banks = DEFAULT_BANKS if n_hunters is None or n_agents is None else n_agents - n_hunters
     if n_hunters is None:
