@@ -19,6 +19,7 @@ import fcntl
 import io
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,13 @@ def load_checkpoint(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict
         with torch.serialization.safe_globals(_NUMPY_ALLOWED):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"refusing to load {path}: it holds objects other than tensors, NumPy arrays and plain data "
-                f"({_first_line(exc)})"
-            ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(exc)})") from None
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise CheckpointError(f"refusing to load {path}: it holds a {refused.group(1)!r} object, and only "
+                                  "tensors, NumPy arrays and plain data are loaded (no pickled code runs)") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        raise CheckpointError(f"{path} is not a readable checkpoint (empty, truncated or another format: "
+                              f"{detail.group(1).strip() if detail else _first_line(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint (empty, truncated or another format: "
                               f"{_first_line(exc)})") from None
