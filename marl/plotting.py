@@ -63,6 +63,8 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         if metric not in cols:
             raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
         y = cols[metric]
+        if smooth > len(y):
+            raise ValueError(f"smooth (--smooth) {smooth} is longer than the {len(y)} rows of {d}")
         if smooth > 1:
             kernel = np.ones(smooth) / smooth
             y = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="valid")
@@ -83,9 +85,13 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     ax.legend()
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    except OSError as exc:
+        raise ValueError(f"cannot write the plot to {out}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -339,6 +339,9 @@ def train(
                 raise ValueError(f"cannot resume {run_dir} with different settings ({'; '.join(conflicts)}); "
                                  "resume with the saved settings or start a new run directory")
             config = config.resolved()  # the saved settings, with the allowed changes
+            if not (run_dir / CHECKPOINT_NAME).exists():
+                raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_NAME}: the run stopped before its "
+                                      "first checkpoint; start it again without --resume")
             state = load_checkpoint(run_dir, required=("iteration", "algo", "env", "obs"))
             done = int(state["iteration"]) * config.steps_per_iter
             if config.total_steps < done:

@@ -25,6 +25,7 @@ CONT_DIM = 5
 REWARD_MODES = ("private", "shared", "mpe2")
 VARIANTS = ("paper", "mpe2")
 BACKENDS = ("numba", "numpy")
+MAX_AGENTS = 1024  # agents (and treasures) per environment: far beyond the paper's 12, short of exhausting memory
 MAX_RENDER_SIZE = 4096  # frame side in pixels (a 4096^2 RGB frame is 50 MB)
 
 
@@ -41,6 +42,20 @@ def check_int(field: str, value: Any, low: int, high: int | None = None) -> None
     if value < low or (high is not None and value > high):
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{field} must be {rng}, got {value}")
+
+
+def as_bool(field: str, value: Any) -> bool:
+    """``value`` as a bool; ``TypeError`` naming ``field`` for anything but a bool (``"no"`` is not False)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{field} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def as_real(field: str, value: Any) -> float:
+    """``value`` as a float; ``TypeError`` naming ``field`` for anything but a real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{field} must be a real number, got {value!r}")
+    return float(value)
 
 
 class ParticleVectorEnv(VectorEnv):
@@ -75,9 +90,9 @@ class ParticleVectorEnv(VectorEnv):
         self.continuous_actions = bool(config.continuous_actions)
         self.n_actions = None if self.continuous_actions else [N_MOVES] * self.n_agents
         self.action_dims = [CONT_DIM] * self.n_agents if self.continuous_actions else None
-        self.autoreset = bool(autoreset)
+        self.autoreset = as_bool("autoreset", autoreset)
         self.backend = backend
-        self.parallel = bool(parallel) and backend == "numba"
+        self.parallel = as_bool("parallel", parallel) and backend == "numba"
         self.observation_spaces = {
             a: spaces.Box(-np.inf, np.inf, shape=(d,), dtype=np.float32) for a, d in zip(self.agents, self.obs_dims)
         }
@@ -279,6 +294,9 @@ class ParticleVectorEnv(VectorEnv):
         """Restore :meth:`state_dict` output; raises ``ValueError`` if it belongs to another task or config."""
         if state.get("env_name") != self.env_name:
             raise ValueError(f"state is for {state.get('env_name')!r}, this is {self.env_name!r}")
+        missing = [k for k in ("config", "n_envs", "arrays", "rng", "was_reset", "pending_seed") if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}")
         mine = dataclasses.asdict(self.config)
         if state["config"] != mine or state["n_envs"] != self.n_envs:
             raise ValueError(f"state config {state['config']} (n_envs={state['n_envs']}) does not match {mine} "

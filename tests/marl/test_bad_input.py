@@ -223,6 +223,9 @@ RUN_CASES = [
     (["table", "{run}", "--at", "0"], None, "--at) must be >= 1"),
     (["table", "{run}_missing", "--at", "400"], None, "no metrics.csv"),
     (["plot", "{run}", "--smooth", "0", "-o", "{run}_curves.png"], None, "smooth must be >= 1"),
+    (["plot", "{run}", "--smooth", "50", "-o", "{run}_curves.png"], None, "longer than the 2 rows"),
+    (["plot", "{run}", "-o", "{run}/config.json/curves.png"], None, "cannot write the plot"),
+    (["train", "--resume", "{run}"], "missing", "stopped before its first checkpoint"),
     (["plot", "{run}", "--metric", "nope", "-o", "{run}_curves.png"], None, "metric 'nope' not in"),
 ]
 
@@ -326,7 +329,20 @@ def test_env_step_before_reset_says_so():
     ({"n_agents": 3.0}, TypeError, "n_agents must be an int, got float"),
     ({"n_agents": 2}, ValueError, "n_agents must be >= 3"),
     ({"render_size": 20000}, ValueError, r"render_size must be in \[16, 4096\]"),
+    ({"n_agents": 10**9}, ValueError, r"n_agents must be in \[1, 1024\]"),
+    ({"n_treasures": 10**9}, ValueError, r"n_treasures must be in \[1, 1024\]"),
+    ({"continuous_actions": "no"}, TypeError, "continuous_actions must be True or False, got 'no'"),
 ])
 def test_treasure_constructor_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         treasure_collection_v0.parallel_env(**kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"n_agents": 10**9}, ValueError, r"n_agents must be in \[2, 1024\]"),
+    ({"local_ratio": "0.5"}, TypeError, "local_ratio must be a real number"),
+    ({"clip_actions": "false"}, TypeError, "clip_actions must be True or False"),
+])
+def test_navigation_constructor_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        cooperative_navigation_v0.parallel_env(**kwargs)
