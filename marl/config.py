@@ -118,7 +118,9 @@ def _typed(key: str, tp: Any, value: Any) -> Any:
 
 
 def _check_types(config: Any) -> None:
-    """Type-check every field of the frozen config dataclass ``config`` against its annotation, in place."""
+    """Type-check every field of the frozen config dataclass ``config`` against its annotation, in place; the
+    sections it holds are checked too (idempotent), so a section class is covered even where its own
+    ``__post_init__`` does not call this."""
     prefix = _key_prefix(type(config))
     hints = _hints(type(config))
     for f in fields(config):
@@ -126,6 +128,8 @@ def _check_types(config: Any) -> None:
         checked = _typed(prefix + f.name, hints[f.name], value)
         if checked is not value:
             object.__setattr__(config, f.name, checked)
+        if dataclasses.is_dataclass(checked) and not isinstance(checked, type):
+            _check_types(checked)
 
 
 @dataclass(frozen=True)
