@@ -155,6 +155,9 @@ def test_out_under_a_file_empty_or_unwritable(tmp_path, capsys):
     assert_one_line_error(code, err, "--out must be a non-empty path")
     code, err = run_cli(["train", "--out", tmp_path / "file", *TINY], capsys)
     assert_one_line_error(code, err, "exists and is not a directory")
+    if Path("/proc/self").is_dir():  # not creatable, even by root
+        code, err = run_cli(["train", "--out", "/proc/self/marl_run", *TINY], capsys)
+        assert_one_line_error(code, err, "cannot create run directory")
     if os.geteuid() == 0:
         pytest.skip("root ignores directory permissions")
     locked = tmp_path / "readonly"
