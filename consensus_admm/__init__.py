@@ -7,6 +7,8 @@ Public names::
     Averaging, Quadratic, LeastSquares, Lasso, Box, LogisticRegression, Objective,
     plot_residuals, graph_arrays
 
+One process per agent over MPI: :func:`consensus_admm.mpi.solve` (optional extra ``[mpi]``; not imported here).
+
 The math (symbols, numbered equations, residual norm convention) is in :mod:`consensus_admm.solver`,
 :mod:`consensus_admm.edge` and :mod:`consensus_admm.objectives`.
 """

@@ -166,15 +166,23 @@ class Problem:
 
     def curvature_scale(self) -> float:
         """kappa: geometric mean over agents of the mean Hessian eigenvalue trace(H_i)/dim (1.0 if unknown)."""
-        scales = []
-        for obj in self.objectives:
-            fn = getattr(obj, "mean_curvature", None)
-            c = float(fn()) if callable(fn) else 0.0
-            if c > 0 and np.isfinite(c):
-                scales.append(c)
-        if not scales:
-            return 1.0
-        return float(np.exp(np.mean(np.log(scales))))
+        return combine_curvatures([agent_curvature(obj) for obj in self.objectives])
+
+
+def agent_curvature(objective) -> float:
+    """One agent's mean Hessian eigenvalue trace(H_i)/dim, 0.0 when unknown (the per-agent statistic of kappa)."""
+    fn = getattr(objective, "mean_curvature", None)
+    c = float(fn()) if callable(fn) else 0.0
+    return c if c > 0 and np.isfinite(c) else 0.0
+
+
+def combine_curvatures(curvatures) -> float:
+    """kappa from the agents' ``agent_curvature`` values in node order: geometric mean of the positive ones (1.0 if
+    none)."""
+    scales = [c for c in curvatures if c > 0]
+    if not scales:
+        return 1.0
+    return float(np.exp(np.mean(np.log(scales))))
 
 
 def make_problem(objectives, n_agents: int, *, dtype=np.float64) -> Problem:

@@ -212,7 +212,11 @@ def adapt_penalty(rho, r, s, x_scale, lam_scale, settings: ADMMSettings) -> floa
 
 def initial_penalty(problem: Problem, ga: GraphArrays, method: str) -> float:
     """(H1): rho_0 from the agents' curvature scale and the Laplacian's extreme nonzero eigenvalues."""
-    kappa = problem.curvature_scale()
+    return penalty_for_curvature(problem.curvature_scale(), ga, method)
+
+
+def penalty_for_curvature(kappa: float, ga: GraphArrays, method: str) -> float:
+    """(H1) for a given curvature scale kappa (the rule shared with :mod:`consensus_admm.mpi`)."""
     if method == "star":
         return kappa
     lam2, lamn = ga.laplacian_eigenvalues
@@ -571,16 +575,9 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            new = adapt_penalty(runner.rho, r, s, res.x_scale, res.lam_scale, settings)
-            if new != runner.rho:
-                runner.set_penalty(new)
-                n_updates += 1
+            n_updates += _adapt_runner_penalty(runner, res, settings)
     if status is None:
-        if should_stop(r, s, eps_pri, eps_dual, 10.0):
-            status, message = ADMMStatus.SOLVED_INACCURATE, f"max_iter={settings.max_iter} reached; " \
-                                                            "stopping test holds at 10x tolerance"
-        else:
-            status, message = ADMMStatus.MAX_ITER, f"max_iter={settings.max_iter} reached"
+        status, message = _limit_status(res, settings)
     solve_time = time.perf_counter() - t_solve
 
     x = runner.x.copy()
@@ -603,6 +600,23 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
         messages_per_node=msgs, floats_per_node=floats, messages_per_edge=per_edge,
         setup_time=setup_time, solve_time=solve_time, history=history, schedule=extras.get("schedule"),
     )
+
+
+def _adapt_runner_penalty(runner, res: Residuals, settings: ADMMSettings) -> int:
+    """(H2) applied to a runner; returns 1 when the penalty changed, else 0."""
+    new = adapt_penalty(runner.rho, res.r, res.s, res.x_scale, res.lam_scale, settings)
+    if new == runner.rho:
+        return 0
+    runner.set_penalty(new)
+    return 1
+
+
+def _limit_status(res: Residuals, settings: ADMMSettings) -> tuple[ADMMStatus, str]:
+    """Status at ``max_iter``: SOLVED_INACCURATE when the stopping test holds at 10x tolerance, else MAX_ITER."""
+    if should_stop(res.r, res.s, res.eps_pri, res.eps_dual, 10.0):
+        return ADMMStatus.SOLVED_INACCURATE, (f"max_iter={settings.max_iter} reached; "
+                                              "stopping test holds at 10x tolerance")
+    return ADMMStatus.MAX_ITER, f"max_iter={settings.max_iter} reached"
 
 
 def _consensus_error(x) -> float:

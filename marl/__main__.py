@@ -49,6 +49,10 @@ def _train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import load_run_config, train
 
+    run = train
+    if args.backend == "mpi":  # one process per agent (marl.distributed); the agents' ranks return None
+        from .distributed import train_mpi as run
+
     if args.out is not None and not args.out.strip():
         raise ValueError("--out must be a non-empty path")
     if args.resume is not None:
@@ -62,11 +66,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = _train_config(args, base=saved)
         if args.steps is None:
             config = dataclasses.replace(config, total_steps=saved.total_steps)
-        result = train(config, out, resume=True, progress=not args.no_progress)
+        result = run(config, out, resume=True, progress=not args.no_progress)
     else:
         config = _train_config(args)
         out = Path(args.out) if args.out else Path("runs") / f"{config.algo}_{config.env.name}_n{config.env.n_agents}_s{config.seed}"
-        result = train(config, out, progress=not args.no_progress)
+        result = run(config, out, progress=not args.no_progress)
+    if result is None:
+        return 0
     last = {k: v for k, v in result.final_metrics.items() if k.startswith(("env/return", "env/coverage", "env/coll"))}
     print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations, "env_steps": result.env_steps,
                       "seconds": round(result.seconds, 1), **last}, indent=2))
@@ -112,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override, e.g. admm.penalty=5 or steps_per_iter=5000 (repeatable)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--backend", choices=("inprocess", "mpi"), default="inprocess",
+                   help="mpi: one process per agent plus a world process (mpiexec -n N+1 python -m marl train ...)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run's policies")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ALGORITHMS = ("matrpo", "itrpo", "ctrpo")
+SAMPLING_NOISE = ("independent", "shared")
 ENVIRONMENTS = ("cooperative_navigation", "treasure_collection")
 GRAPHS = ("ring", "complete", "star", "erdos_renyi", "path")
 
@@ -244,6 +245,11 @@ class TrainConfig:
     stack_value_fits: bool = True
     # Fit V in a worker thread while the policy step runs (the policy step never reads V; same result, tested).
     concurrent_value_fit: bool = True
+    # Action sampling noise. "independent": each agent draws from its own generator (the paper's model).
+    # "shared": every agent draws the same uniform noise per step and head position from a generator seeded by a
+    # common seed agreed before training, and applies it to its own logits by Gumbel-max (the authors' code,
+    # matrpo-reference-code.md §10.6). No communication at run time, so MATRPO stays fully decentralized.
+    sampling_noise: str = "independent"
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
     log_every: int = 1
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
@@ -266,6 +272,7 @@ class TrainConfig:
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be non-empty positive ints, got {self.hidden_sizes}")
         _check_choice("activation", self.activation, ("selu", "tanh", "relu"))
+        _check_choice("sampling_noise", self.sampling_noise, SAMPLING_NOISE)
         _check_positive("vf_lr", self.vf_lr)
         _check_positive("vf_epochs", self.vf_epochs, allow_zero=True)
         _check_positive("vf_minibatch", self.vf_minibatch)

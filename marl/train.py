@@ -235,18 +235,6 @@ def restore_algorithm(algo, state: dict, run_dir: Path) -> None:
         algo.load_state_dict(state["algo"])
 
 
-@dataclass
-class _Snapshot:
-    """Everything a checkpoint holds, copied at the start of an iteration (the state a divergence falls back to)."""
-
-    state: dict
-
-    @classmethod
-    def take(cls, iteration: int, algo, venv, obs) -> "_Snapshot":
-        return cls({"iteration": iteration, "algo": _clone(algo.state_dict()), "env": venv.state_dict(),
-                    "obs": [np.asarray(o).copy() for o in obs]})
-
-
 def _clone(tree):
     """A copy of a state-dict tree: tensors cloned, containers rebuilt, the rest deep-copied (several times
     faster than ``copy.deepcopy`` on tensors)."""
@@ -254,7 +242,7 @@ def _clone(tree):
         return tree.detach().clone()
     if isinstance(tree, dict):
         return {k: _clone(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
+    if type(tree) in (list, tuple):
         return type(tree)(_clone(v) for v in tree)
     return copy.deepcopy(tree)
 
@@ -308,6 +296,7 @@ def train(
     progress: bool = True,
     tensorboard: bool = True,
     stop_after: int | None = None,
+    algorithm_factory=None,
 ) -> TrainResult:
     """Train ``config.algo`` on ``config.env`` and write logs and checkpoints to ``out_dir``.
 
@@ -326,6 +315,8 @@ def train(
         Also write TensorBoard event files.
     stop_after : int, optional
         Stop after this many outer iterations *in this call* (used to test kill-and-resume).
+    algorithm_factory : callable(obs_dims, n_actions, config), optional
+        Builds the algorithm instead of ``make_algorithm`` (``marl.distributed``: agents in other processes).
 
     Raises
     ------
@@ -364,7 +355,10 @@ def train(
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
         venv = make_env_for(config)
-        algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+        if algorithm_factory is None:
+            algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+        else:
+            algo = algorithm_factory(venv.obs_dims, venv.n_actions, config)
         obs = venv.reset(seed=config.seed)
         start = 0
         if state is not None:
@@ -392,11 +386,16 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
     t_start = time.perf_counter()
     metrics: dict[str, float] = {}
     it = start
+    # The algorithm's state at the start of the iteration (the one checked finite at the end of the previous one):
+    # what a divergence falls back to. One state_dict() per iteration (a gather from the agents' processes under
+    # marl.distributed).
+    algo_state = _clone(algo.state_dict())
     try:
         while it < n_iter:
             if stop_after is not None and it - start >= stop_after:
                 break
-            good = _Snapshot.take(it, algo, venv, obs)
+            good = {"iteration": it, "algo": algo_state, "env": venv.state_dict(),
+                    "obs": [np.asarray(o).copy() for o in obs]}
             t0 = time.perf_counter()
             rollout, obs = collect_rollout(venv, algo.act, obs, config.steps_per_env)
             t1 = time.perf_counter()
@@ -406,13 +405,14 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
                 bad = _nonfinite_tensors(algo.state_dict())
                 if not bad:
                     raise
-                raise TrainingDiverged(_divergence_message(it, config, bad, save_checkpoint(run_dir, good.state))
-                                       ) from exc
+                raise TrainingDiverged(_divergence_message(it, config, bad, save_checkpoint(run_dir, good))) from exc
             t2 = time.perf_counter()
             metrics.update(episode_metrics(rollout.episodes))
-            bad = _nonfinite_metrics(metrics) + _nonfinite_tensors(algo.state_dict())
+            state = algo.state_dict()
+            bad = _nonfinite_metrics(metrics) + _nonfinite_tensors(state)
             if bad:
-                raise TrainingDiverged(_divergence_message(it, config, bad, save_checkpoint(run_dir, good.state)))
+                raise TrainingDiverged(_divergence_message(it, config, bad, save_checkpoint(run_dir, good)))
+            algo_state = _clone(state)
             metrics["env/steps"] = float((it + 1) * config.steps_per_iter)
             metrics["time/rollout"] = t1 - t0
             metrics["time/update"] = t2 - t1
@@ -420,7 +420,7 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
             logger.log(it, metrics)
             it += 1
             if it % config.checkpoint_every == 0 or it == n_iter:
-                save_checkpoint(run_dir, {"iteration": it, "algo": algo.state_dict(), "env": venv.state_dict(),
+                save_checkpoint(run_dir, {"iteration": it, "algo": algo_state, "env": venv.state_dict(),
                                           "obs": [np.asarray(o).copy() for o in obs]})
             if bar is not None:
                 bar.update(config.steps_per_iter)

@@ -44,3 +44,5 @@ FISHER_RTOL = 1e-6
 FISHER_ATOL = 1e-8
 # mpe2 oracle: trajectories must agree to this absolute tolerance.
 MPE2_ORACLE_ATOL = 1e-6
+# consensus_admm over MPI vs the in-process solve on the same problem, graph, settings and seed (float64).
+MPI_ORACLE_ATOL = 1e-12

@@ -152,6 +152,21 @@ class Categorical(Distribution):
         flat = p.reshape(-1, p.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).view(p.shape[:-1])
 
+    def sample_gumbel(self, uniform: Tensor) -> Tensor:
+        """Draw one action per sample by Gumbel-max from given uniform noise: argmax_a z_a - log(-log u_a).
+
+        ``uniform`` has the shape of the logits, values in [0, 1). Two distributions handed the same noise take the
+        same action wherever their logits agree; that is how agents share one sampling noise stream (Gumbel-max is
+        the sampler of the original MATRPO code, ``CategoricalPd.sample``).
+        """
+        if uniform.shape != self.logits.shape:
+            raise ValueError(
+                f"uniform must have the logits' shape {tuple(self.logits.shape)}, got {tuple(uniform.shape)}"
+            )
+        # u = 0 would give -log(-log 0) = -inf (the action is never drawn); clamping keeps the arithmetic finite.
+        u = uniform.clamp(min=torch.finfo(uniform.dtype).tiny)
+        return (self.logits.detach() - torch.log(-torch.log(u))).argmax(-1)
+
     def mode(self) -> Tensor:
         return self.logits.argmax(-1)
 

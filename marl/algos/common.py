@@ -53,6 +53,10 @@ def seed_sequence(seed: int, *words: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, *words])
 
 
+# Purpose word of the common seed behind ``sampling_noise = "shared"``: every agent derives the same stream from it.
+SHARED_NOISE_WORD = 3
+
+
 def torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
@@ -95,16 +99,25 @@ class Learner:
             value=value,
             fitter=fitter,
             fit_rng=fit_rng,
-            act_gen=torch_generator(act_seq),
+            act_gen=torch_generator(act_seq if config.sampling_noise == "independent"
+                                    else seed_sequence(config.seed, SHARED_NOISE_WORD)),
             batch=None,
         )
+        self.shared_noise = config.sampling_noise == "shared"
         self.vf_epochs = config.vf_epochs
 
     # -- acting -----------------------------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Sample the acting heads: returns [B, len(acting_heads)] int64."""
-        logits = self.private.policy(obs)[:, self.acting_heads]
-        return MultiCategorical(logits).sample(self.private.act_gen)
+        """Sample the acting heads: returns [B, len(acting_heads)] int64.
+
+        Independent noise: multinomial draws from this agent's own generator. Shared noise: Gumbel-max on uniforms
+        of the logits' shape [B, heads, n_actions] from the common-seed generator, so every agent with the same
+        acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``).
+        """
+        dist = MultiCategorical(self.private.policy(obs)[:, self.acting_heads])
+        if self.shared_noise:
+            return dist.sample_gumbel(torch.rand(dist.logits.shape, generator=self.private.act_gen))
+        return dist.sample(self.private.act_gen)
 
     # -- value function and advantages -----------------------------------------------------------------------------
     def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated, config: TrainConfig):
