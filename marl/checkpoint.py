@@ -32,7 +32,8 @@ LOCK_NAME = ".lock"
 _TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
 
 # What a checkpoint may contain besides tensors and plain data: NumPy arrays of numeric or bool dtype.
-_NUMPY_ALLOWED = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy >= 2 / numpy 1.x
+_NUMPY_ALLOWED = [_NUMPY_CORE.multiarray._reconstruct, np.ndarray, np.dtype] + [
     type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"
 ]
 
