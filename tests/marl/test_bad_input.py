@@ -202,6 +202,7 @@ RUN_CASES = [
     (["train", "--resume", "{run}", "--env", "treasure_collection"], None, "env.name"),
     (["train", "--resume", "{run}", "--seed", "3"], None, "seed: 0 -> 3"),
     (["train", "--resume", "{run}", "--steps", "200"], None, "below the 400 steps"),
+    (["train", "--resume", "{run}", "--config", "{run}_seed3.toml"], None, "seed: 0 -> 3"),
     (["train", "--resume", "{run}", "--out", "{run}_other"], None, "name different run directories"),
     (["train", "--resume", "{run}_missing"], None, "no such directory"),
     (["train", "--resume", ""], None, "--resume must be a non-empty path"),
@@ -236,6 +237,7 @@ RUN_CASES = [
 @pytest.mark.parametrize(("argv", "damage", "message"), RUN_CASES,
                          ids=[f"{' '.join(a[:2])}-{d}-{m[:20]}" for a, d, m in RUN_CASES])
 def test_run_directory_bad_input(run_copy, capsys, argv, damage, message):
+    Path(f"{run_copy}_seed3.toml").write_text("seed = 3\n")
     if damage:
         _break_checkpoint(run_copy, damage)
     before = snapshot(run_copy)

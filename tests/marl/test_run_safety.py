@@ -161,6 +161,18 @@ def test_locked_directory_is_refused_and_freed_on_release(tmp_path):
     assert len(read_rows(run)) == 1
 
 
+def test_resume_honours_a_smaller_total(tmp_path):
+    """A run planned for 5 iterations, stopped after 2, resumed with 600 total steps ends after 3: the rows and the
+    final checkpoint are those of a 600-step run."""
+    train(tiny_config("itrpo", "total_steps=1000"), tmp_path / "run", progress=False, tensorboard=False, stop_after=2)
+    result = train(tiny_config("itrpo", "total_steps=600"), tmp_path / "run", resume=True, progress=False,
+                   tensorboard=False)
+    assert result.iterations == 3 and load_checkpoint(tmp_path / "run")["iteration"] == 3
+    train(tiny_config("itrpo", "total_steps=600"), tmp_path / "short", progress=False, tensorboard=False)
+    assert comparable(read_rows(tmp_path / "run")) == comparable(read_rows(tmp_path / "short"))
+    assert '"total_steps": 600' in (tmp_path / "run" / "config.json").read_text()
+
+
 def test_stale_temporaries_are_removed_on_resume(tmp_path):
     cfg = tiny_config("itrpo", "total_steps=400")
     train(cfg, tmp_path / "run", progress=False, tensorboard=False, stop_after=1)
