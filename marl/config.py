@@ -114,7 +114,7 @@ def _typed(key: str, tp: Any, value: Any) -> Any:
             return tuple(_typed(f"{key}[{k}]", args[0], v) for k, v in enumerate(value))
         raise ValueError(f"{key} must be a list, got {value!r}")
     if dataclasses.is_dataclass(tp) and not isinstance(value, tp):
-        raise ValueError(f"{key} must be a {tp.__name__} (the [{key}] table), got {value!r}")
+        raise ValueError(f"{key} must be the [{key}] table ({tp.__name__}), got {value!r}")
     return value
 
 

@@ -283,7 +283,7 @@ def test_cli_subprocess_exit_code(tmp_path, argv, message):
     (lambda: TRPOConfig(warm_start_cg="yes"), "trpo.warm_start_cg must be true or false"),
     (lambda: ADMMConfig(penalty=float("inf")), "admm.penalty must be a finite number"),
     (lambda: ADMMConfig(graph=3), "admm.graph must be a string"),
-    (lambda: TrainConfig(env={"n_agents": 3}), "env must be a EnvConfig"),
+    (lambda: TrainConfig(env={"n_agents": 3}), "env must be the [env] table (EnvConfig)"),
     (lambda: TrainConfig(hidden_sizes=(64, 2.5)), "hidden_sizes[1] must be an integer"),
     (lambda: TrainConfig(hidden_sizes="64"), "hidden_sizes must be a list"),
     (lambda: TrainConfig(torch_threads=0), "torch_threads must be > 0"),
