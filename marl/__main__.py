@@ -24,8 +24,9 @@ from pathlib import Path
 from .config import ALGORITHMS, ENVIRONMENTS, TrainConfig, apply_overrides, load_config
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    config = load_config(args.config) if args.config else TrainConfig()
+def _train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The configuration the flags ask for: ``--config`` (else ``base``, else the defaults) with the flags applied."""
+    config = load_config(args.config) if args.config else base or TrainConfig()
     env_changes = {}
     if args.env is not None:
         env_changes["name"] = args.env
@@ -48,15 +49,25 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .train import load_run_config, train
 
     run = train
     if args.backend == "mpi":  # one process per agent (marl.distributed); the agents' ranks return None
         from .distributed import train_mpi as run
 
-    if args.resume:
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out must be a non-empty path")
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise ValueError("--resume must be a non-empty path")
         out = Path(args.resume)
-        config = TrainConfig(total_steps=args.steps) if args.steps else TrainConfig(total_steps=1)
+        if args.out is not None and Path(args.out).resolve() != out.resolve():
+            raise ValueError(f"--out {args.out} and --resume {args.resume} name different run directories")
+        saved = load_run_config(out)
+        # What the flags ask for, on top of the saved settings; train() refuses any that changes the run.
+        config = _train_config(args, base=saved)
+        if args.steps is None:
+            config = dataclasses.replace(config, total_steps=saved.total_steps)
         result = run(config, out, resume=True, progress=not args.no_progress)
     else:
         config = _train_config(args)
@@ -186,12 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. Bad input (a setting, a path, a run directory) and a run that cannot go on (directory in
+    use, training diverged) print one line ``error: ...`` to stderr and return 2; argparse does the same for flags."""
+    from .checkpoint import RunError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, RunError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

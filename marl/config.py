@@ -19,8 +19,13 @@ treasure    12  0.001   500              5
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import numbers
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,76 @@ def _check_positive(name: str, value: float | int, *, allow_zero: bool = False) 
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
+# -- type checks, driven by the field annotations -----------------------------------------------------------------
+# Every config dataclass calls ``_check_types(self)`` first in ``__post_init__``; its range checks then see values of
+# the declared types. A new field or section needs no entry here: its annotation is the type check.
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _key_prefix(cls: type) -> str:
+    """``"env."`` for the class registered as section ``env`` in ``_SECTIONS``; ``""`` for the top level."""
+    return next((f"{name}." for name, section in _SECTIONS.items() if section is cls), "")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ without importing numpy
+
+
+def _typed(key: str, tp: Any, value: Any) -> Any:
+    """``value`` checked against the annotation ``tp`` (numbers normalised to ``int``/``float``); ``ValueError``
+    naming ``key`` otherwise."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _typed(key, inner[0], value) if len(inner) == 1 else value
+    if tp is bool:
+        if _is_bool(value):
+            return bool(value)
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, numbers.Integral) and not _is_bool(value):
+            return int(value)
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, numbers.Real) and not _is_bool(value):
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+            return float(value)
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    if typing.get_origin(tp) is tuple and args[-1:] == (Ellipsis,):
+        if isinstance(value, (tuple, list)):
+            return tuple(_typed(f"{key}[{k}]", args[0], v) for k, v in enumerate(value))
+        raise ValueError(f"{key} must be a list, got {value!r}")
+    if dataclasses.is_dataclass(tp) and not isinstance(value, tp):
+        raise ValueError(f"{key} must be the [{key}] table ({tp.__name__}), got {value!r}")
+    return value
+
+
+def _check_types(config: Any) -> None:
+    """Type-check every field of the frozen config dataclass ``config`` against its annotation, in place; the
+    sections it holds are checked too (idempotent), so a section class is covered even where its own
+    ``__post_init__`` does not call this."""
+    prefix = _key_prefix(type(config))
+    hints = _hints(type(config))
+    for f in fields(config):
+        value = getattr(config, f.name)
+        checked = _typed(prefix + f.name, hints[f.name], value)
+        if checked is not value:
+            object.__setattr__(config, f.name, checked)
+        if dataclasses.is_dataclass(checked) and not isinstance(checked, type):
+            _check_types(checked)
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """Which environment to train on and how it is batched."""
@@ -69,6 +144,7 @@ class EnvConfig:
     reward_mode: str = "private"  # "private" (paper), "shared" (team sum to all), "mpe2" (local_ratio convention)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("env.name", self.name, ENVIRONMENTS)
         if self.n_agents < 2:
             raise ValueError(f"env.n_agents must be >= 2, got {self.n_agents}")
@@ -94,6 +170,7 @@ class TRPOConfig:
     cg_iters_warm: int = 5  # CG iterations of a warm-started solve
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.max_kl is not None:
             _check_positive("trpo.max_kl", self.max_kl)
         _check_positive("trpo.cg_iters", self.cg_iters)
@@ -125,6 +202,7 @@ class ADMMConfig:
     parallel_endpoints: bool = True  # run the two endpoint updates of an edge in two threads (same result)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.iterations is not None:
             _check_positive("admm.iterations", self.iterations)
         if self.penalty is not None:
@@ -177,7 +255,9 @@ class TrainConfig:
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("algo", self.algo, ALGORITHMS)
+        _check_positive("seed", self.seed, allow_zero=True)
         _check_positive("total_steps", self.total_steps)
         _check_positive("steps_per_iter", self.steps_per_iter)
         if self.steps_per_iter % self.env.n_envs:
@@ -239,36 +319,56 @@ class TrainConfig:
 _SECTIONS = {"env": EnvConfig, "trpo": TRPOConfig, "admm": ADMMConfig}
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Coerce a loaded or command-line value to the declared field type."""
-    ftype = {f.name: f.type for f in fields(cls)}[name]
-    if isinstance(value, str) and ftype not in ("str",):
-        text = value.strip()
-        if "None" in ftype and text.lower() in ("none", "null"):
+def _parse_text(key: str, tp: Any, text: str) -> Any:
+    """A command-line string as the annotation ``tp`` expects (the type check then validates the result)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        if type(None) in args and text.lower() in ("none", "null"):
             return None
-        if ftype.startswith("bool"):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"{name} expects a boolean, got {value!r}")
-        if ftype.startswith("tuple"):
-            return tuple(int(v) for v in text.strip("()[] ").split(",") if v.strip())
+        inner = [a for a in args if a is not type(None)]
+        return _parse_text(key, inner[0], text) if len(inner) == 1 else text
+    if tp is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} must be true or false, got {text!r}")
+    if tp in (int, float):
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{name}: cannot parse {value!r} as {ftype}") from exc
-    if ftype.startswith("int") and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if ftype.startswith("tuple") and isinstance(value, list):
-        return tuple(value)
-    if ftype.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+            number = float(text)  # also "1e6", "inf", "nan": the type check names what is wrong with them
+        except ValueError:
+            kind = "an integer" if tp is int else "a number"
+            raise ValueError(f"{key} must be {kind}, got {text!r}") from None
+        return _integral(number) if tp is int else number
+    if typing.get_origin(tp) is tuple:
+        items = [v.strip() for v in text.strip("()[] ").split(",") if v.strip()]
+        return tuple(_parse_text(f"{key}[{k}]", args[0], v) for k, v in enumerate(items))
+    return text
+
+
+def _integral(value: Any) -> Any:
+    """A whole float (``1e6``, TOML ``3.0``) as an int; anything else unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Coerce a loaded or command-line value towards the declared field type (``cls(...)`` then checks it)."""
+    key = _key_prefix(cls) + name
+    tp = _hints(cls)[name]
+    plain = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    if isinstance(value, str) and str not in plain:
+        return _parse_text(key, tp, value.strip())
+    if int in plain:
+        return _integral(value)
+    if isinstance(value, list):
+        return tuple(_integral(v) for v in value)
     return value
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested dict; unknown keys raise ``ValueError``."""
+    """Build a :class:`TrainConfig` from a nested dict; unknown keys and ill-typed values raise ``ValueError``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a configuration must be a mapping of keys to values, got {type(data).__name__}")
     top_names = {f.name for f in fields(TrainConfig)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -276,12 +376,12 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
             raise ValueError(f"unknown config key {key!r}; allowed: {sorted(top_names)}")
         if key in _SECTIONS:
             if not isinstance(value, dict):
-                raise ValueError(f"config section {key!r} must be a table/mapping")
+                raise ValueError(f"config section {key!r} must be a table/mapping of keys, got {value!r}")
             cls = _SECTIONS[key]
             allowed = {f.name for f in fields(cls)}
             unknown = set(value) - allowed
             if unknown:
-                raise ValueError(f"unknown key(s) {sorted(unknown)} in [{key}]; allowed: {sorted(allowed)}")
+                raise ValueError(f"unknown key(s) {sorted(unknown, key=str)} in [{key}]; allowed: {sorted(allowed)}")
             kwargs[key] = cls(**{k: _coerce(cls, k, v) for k, v in value.items()})
         else:
             kwargs[key] = _coerce(TrainConfig, key, value)
@@ -289,19 +389,42 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Load a TOML (``.toml``) or YAML (``.yaml``/``.yml``) or JSON config file."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
+    """Load a TOML (``.toml``) or YAML (``.yaml``/``.yml``) or JSON config file.
 
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
+    Raises
+    ------
+    ValueError
+        Naming the file, for a missing or unreadable file, a syntax error, a root that is not a mapping, and (naming
+        the key) for unknown keys and ill-typed or out-of-range values.
+    """
+    path = Path(path)
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"config file must end in .toml, .yaml, .yml or .json, got {path.name!r}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {str(path)!r} is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(" ".join(str(exc).split())) from None
+            data = {} if data is None else data  # an empty YAML file
+    except ValueError as exc:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
+        raise ValueError(f"cannot parse config file {str(path)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values, got {type(data).__name__}")
     return config_from_dict(data)
 
 

@@ -10,16 +10,20 @@ import torch
 from .algos import make_algorithm
 from .checkpoint import load_checkpoint
 from .rollout import collect_rollout
-from .train import load_run_config, make_env_for
+from .train import load_run_config, make_env_for, restore_algorithm
 
 
 def load_trained(run_dir: str | Path):
-    """(config, algorithm with the checkpoint's weights) of a run directory."""
+    """(config, algorithm with the checkpoint's weights) of a run directory.
+
+    Raises ``ValueError`` naming the file for a missing or unreadable ``config.json`` or ``checkpoint.pt`` and for a
+    checkpoint that does not fit the configuration; the checkpoint is loaded without executing pickled code.
+    """
     config = load_run_config(run_dir)
-    state = load_checkpoint(run_dir)
+    state = load_checkpoint(run_dir, required=("algo",))
     venv = make_env_for(config, n_envs=1)
     algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
-    algo.load_state_dict(state["algo"])
+    restore_algorithm(algo, state, Path(run_dir))
     return config, algo
 
 

@@ -15,12 +15,17 @@ def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         raise FileNotFoundError(f"no metrics.csv in {run_dir}")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    cols: dict[str, list[float]] = defaultdict(list)
-    for row in rows:
-        for key, value in row.items():
-            cols[key].append(float(value) if value not in ("", None) else np.nan)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        cols: dict[str, list[float]] = defaultdict(list)
+        for row in rows:
+            for key, value in row.items():
+                cols[key].append(float(value) if value not in ("", None) else np.nan)
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a metrics file of this package ({exc})") from None
+    if not rows or "env/steps" not in cols:
+        raise ValueError(f"{path} has no rows with env/steps (the run logged no iteration yet)")
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
@@ -28,7 +33,10 @@ def run_label(run_dir: str | Path) -> str:
     """The curve a run belongs to: its algorithm (from config.json), else its parent directory's name."""
     cfg = Path(run_dir) / "config.json"
     if cfg.exists():
-        return json.loads(cfg.read_text())["algo"]
+        try:
+            return str(json.loads(cfg.read_text())["algo"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{cfg} is unreadable ({exc!r})") from None
     return Path(run_dir).parent.name
 
 
@@ -62,6 +70,8 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         if metric not in cols:
             raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
         y = cols[metric]
+        if smooth > len(y):
+            raise ValueError(f"smooth (--smooth) {smooth} is longer than the {len(y)} rows of {d}")
         if smooth > 1:
             kernel = np.ones(smooth) / smooth
             y = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="valid")
@@ -84,26 +94,51 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         ax.set_title(title)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    except OSError as exc:
+        raise ValueError(f"cannot write the plot to {out}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return out
 
 
 def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
                    metrics=("env/return", "env/episode_coverage_distance", "env/episode_collisions")) -> dict:
     """Per label (algorithm): mean and std over runs of each metric, averaged over the ``window`` iterations that
-    end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted."""
+    end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted.
+
+    Raises
+    ------
+    ValueError
+        ``at_steps`` or ``window`` below 1; ``at_steps`` between two iterations of a run (the message names the
+        nearest boundaries); a run with fewer than ``window`` iterations up to ``at_steps``; no run reaching it.
+    """
+    if at_steps < 1:
+        raise ValueError(f"at_steps (--at) must be >= 1 environment steps, got {at_steps}")
+    if window < 1:
+        raise ValueError(f"window (--window) must be >= 1 iterations, got {window}")
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     short: dict[str, int] = defaultdict(int)
+    longest = 0.0
     for d in run_dirs:
         cols = read_metrics(d)
         steps = cols["env/steps"]
+        longest = max(longest, float(np.nanmax(steps)))
         idx = np.flatnonzero(steps <= at_steps)
         label = run_label(d)
-        if not len(idx) or steps[idx[-1]] != at_steps:
+        if at_steps > np.nanmax(steps):
             short[label] += 1
             continue
+        if not len(idx) or steps[idx[-1]] != at_steps:
+            below = int(steps[idx[-1]]) if len(idx) else None
+            above = int(steps[np.flatnonzero(steps > at_steps)[0]])
+            nearest = " or ".join(str(v) for v in (below, above) if v is not None)
+            raise ValueError(f"at_steps (--at) {at_steps} is not an iteration boundary of {d}; nearest: {nearest}")
+        if len(idx) < window:
+            raise ValueError(f"window (--window) {window} needs {window} iterations up to {at_steps} steps; "
+                             f"{d} has {len(idx)}")
         sel = idx[-window:]
         row = {k: float(np.nanmean(cols[k][sel])) for k in metrics if k in cols}
         if "env/episode_coverage_distance" in cols and "env/episode_length" in cols:
@@ -111,10 +146,14 @@ def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
             per_step = cols["env/episode_coverage_distance"][sel] / cols["env/episode_length"][sel]
             row["env/coverage_distance_per_step"] = float(np.nanmean(per_step))
         groups[label].append(row)
+    if not groups:
+        raise ValueError(f"no run reached at_steps (--at) {at_steps}; the longest has {int(longest)} steps")
     out = {}
     for label, runs in groups.items():
         out[label] = {"runs": len(runs), "short_runs": short.get(label, 0)}
         for k in runs[0]:
             vals = np.array([r[k] for r in runs])
             out[label][k] = (float(vals.mean()), float(vals.std()), [round(v, 1) for v in vals])
+    for label in short.keys() - groups.keys():
+        out[label] = {"runs": 0, "short_runs": short[label]}
     return out

@@ -320,21 +320,33 @@ class MATRPOAgent(Learner):
         return b["x"].numpy().copy(), result
 
     def _linearized_logratio(self, delta: torch.Tensor) -> torch.Tensor:
-        """J (theta - theta_old) by one forward-mode pass at theta_old (eq. 22's linearisation)."""
-        p = self.private
-        b = p.batch
-        policy = p.policy
-        named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
-        names = [n for n, _ in named]
-        like = [q for _, q in named]
-        primals = dict(zip(names, unflatten(b["theta_old"], like)))
-        tangents = dict(zip(names, unflatten(delta, like)))
+        """J (theta - theta_old): the log-ratios linearised at theta_old (eq. 22), [N, M].
 
-        def logp(params):
-            return MultiCategorical(functional_call(policy, params, (b["obs"],))).log_prob_per_head(b["actions"])
-
-        _, jv = torch.func.jvp(logp, (primals,), (tangents,))
+        By the double-backward identity J delta = d/du <J^T u, delta> (J^T u is linear in u): one reverse pass
+        through the graph of J^T u, which is built once per outer iteration at theta_old. Reverse mode only, so it
+        runs in the endpoint threads (``admm.parallel_endpoints``); ``torch.func.jvp``'s forward-mode AD levels are
+        process-global and fail when two threads use them at once.
+        """
+        b = self.private.batch
+        if "linearization" not in b:
+            b["linearization"] = self._linearization()
+        jt_u, u, params = b["linearization"]
+        (jv,) = torch.autograd.grad(jt_u, u, grad_outputs=unflatten(delta, params), retain_graph=True)
         return jv.detach()
+
+    def _linearization(self) -> tuple:
+        """(J^T u with its graph, the dummy cotangent u [N, M], the parameter leaves at theta_old)."""
+        b = self.private.batch
+        policy = self.private.policy
+        named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
+        # Leaves at theta_old, apart from the module's parameters (the endpoint updates overwrite those in place).
+        params = [t.detach().requires_grad_() for t in unflatten(b["theta_old"], [q for _, q in named])]
+        with torch.enable_grad():
+            logits = functional_call(policy, dict(zip([n for n, _ in named], params)), (b["obs"],))
+            logp = MultiCategorical(logits).log_prob_per_head(b["actions"])
+            u = torch.zeros_like(logp, requires_grad=True)
+            jt_u = torch.autograd.grad(logp, params, grad_outputs=u, create_graph=True)
+        return jt_u, u, params
 
     def current_x(self) -> np.ndarray:
         return self.private.batch["x"].numpy()

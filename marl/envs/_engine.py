@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import gymnasium
@@ -24,6 +25,8 @@ CONT_DIM = 5
 REWARD_MODES = ("private", "shared", "mpe2")
 VARIANTS = ("paper", "mpe2")
 BACKENDS = ("numba", "numpy")
+MAX_AGENTS = 1024  # agents (and treasures) per environment: far beyond the paper's 12, short of exhausting memory
+MAX_RENDER_SIZE = 4096  # frame side in pixels (a 4096^2 RGB frame is 50 MB)
 
 
 def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -39,6 +42,20 @@ def check_int(field: str, value: Any, low: int, high: int | None = None) -> None
     if value < low or (high is not None and value > high):
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{field} must be {rng}, got {value}")
+
+
+def as_bool(field: str, value: Any) -> bool:
+    """``value`` as a bool; ``TypeError`` naming ``field`` for anything but a bool (``"no"`` is not False)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{field} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def as_real(field: str, value: Any) -> float:
+    """``value`` as a float; ``TypeError`` naming ``field`` for anything but a real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{field} must be a real number, got {value!r}")
+    return float(value)
 
 
 class ParticleVectorEnv(VectorEnv):
@@ -73,9 +90,9 @@ class ParticleVectorEnv(VectorEnv):
         self.continuous_actions = bool(config.continuous_actions)
         self.n_actions = None if self.continuous_actions else [N_MOVES] * self.n_agents
         self.action_dims = [CONT_DIM] * self.n_agents if self.continuous_actions else None
-        self.autoreset = bool(autoreset)
+        self.autoreset = as_bool("autoreset", autoreset)
         self.backend = backend
-        self.parallel = bool(parallel) and backend == "numba"
+        self.parallel = as_bool("parallel", parallel) and backend == "numba"
         self.observation_spaces = {
             a: spaces.Box(-np.inf, np.inf, shape=(d,), dtype=np.float32) for a, d in zip(self.agents, self.obs_dims)
         }
@@ -277,6 +294,9 @@ class ParticleVectorEnv(VectorEnv):
         """Restore :meth:`state_dict` output; raises ``ValueError`` if it belongs to another task or config."""
         if state.get("env_name") != self.env_name:
             raise ValueError(f"state is for {state.get('env_name')!r}, this is {self.env_name!r}")
+        missing = [k for k in ("config", "n_envs", "arrays", "rng", "was_reset", "pending_seed") if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}")
         mine = dataclasses.asdict(self.config)
         if state["config"] != mine or state["n_envs"] != self.n_envs:
             raise ValueError(f"state config {state['config']} (n_envs={state['n_envs']}) does not match {mine} "
@@ -308,7 +328,7 @@ class ParticleParallelEnv(ParallelEnv):
     def __init__(self, core: ParticleVectorEnv, render_mode: str | None, render_size: int) -> None:
         if render_mode is not None:
             check_choice("render_mode", render_mode, ("rgb_array",))
-        check_int("render_size", render_size, 16)
+        check_int("render_size", render_size, 16, MAX_RENDER_SIZE)
         self.core = core
         self.render_mode = render_mode
         self.render_size = int(render_size)
@@ -351,6 +371,8 @@ class ParticleParallelEnv(ParallelEnv):
         return {a: obs[s:e] for a, (s, e) in zip(self.agents, self._slices)}, {a: {} for a in self.agents}
 
     def _actions_to_arrays(self, actions: dict) -> None:
+        if not isinstance(actions, Mapping):
+            raise TypeError(f"actions must be a dict {{agent: action}}, got {type(actions).__name__}")
         agents = self.possible_agents
         if len(actions) != len(agents):
             unknown = sorted(set(actions) - set(agents), key=str)
@@ -363,13 +385,18 @@ class ParticleParallelEnv(ParallelEnv):
                 raise ValueError(f"missing action for {agent}") from None
             if self._continuous:
                 try:
-                    arr = np.asarray(a, dtype=np.float32)
+                    arr = np.asarray(a)
                 except (TypeError, ValueError) as err:
                     raise TypeError(f"action for {agent} must be a float vector of length {CONT_DIM}: {err}") from None
+                if arr.dtype.kind not in "fiu":  # as the batched env: no bool, complex, object or string actions
+                    raise TypeError(f"action for {agent} must be a real float vector of length {CONT_DIM}, "
+                                    f"got dtype {arr.dtype}")
                 if arr.shape != (CONT_DIM,):
                     raise ValueError(f"action for {agent} must have shape ({CONT_DIM},), got {arr.shape}")
                 self._act_c[0, i] = arr
             else:
+                if isinstance(a, (bool, np.bool_)):  # as the batched env, which rejects bool arrays
+                    raise TypeError(f"action for {agent} must be an integer, got {a!r}")
                 try:
                     v = operator.index(a)
                 except TypeError:
@@ -379,6 +406,8 @@ class ParticleParallelEnv(ParallelEnv):
                 self._act_i[0, i] = v
 
     def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.core._was_reset:
+            raise RuntimeError("call reset() before the first step()")
         if not self.agents:
             if actions:
                 raise RuntimeError("the episode is over; call reset() before step()")

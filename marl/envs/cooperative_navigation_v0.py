@@ -96,6 +96,9 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from marl.envs import _navigation_kernels as K
 from marl.envs._engine import (
+    MAX_AGENTS,
+    as_bool,
+    as_real,
     REWARD_MODES,
     VARIANTS,
     ParticleParallelEnv,
@@ -129,7 +132,7 @@ class CooperativeNavigationConfig:
     variant: str = "paper"  # integration order: "paper" (velocity first) or "mpe2" (position first)
 
     def __post_init__(self) -> None:
-        check_int("n_agents", self.n_agents, 2)
+        check_int("n_agents", self.n_agents, 2, MAX_AGENTS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         if not 0.0 <= float(self.local_ratio) <= 1.0:
             raise ValueError(f"local_ratio must be in [0, 1], got {self.local_ratio}")
@@ -191,10 +194,10 @@ class CooperativeNavigationVectorEnv(ParticleVectorEnv):
         config = CooperativeNavigationConfig(
             n_agents=n_agents,
             reward_mode=reward_mode,
-            local_ratio=float(local_ratio),
+            local_ratio=as_real("local_ratio", local_ratio),
             max_cycles=max_cycles,
-            continuous_actions=bool(continuous_actions),
-            clip_actions=bool(clip_actions),
+            continuous_actions=as_bool("continuous_actions", continuous_actions),
+            clip_actions=as_bool("clip_actions", clip_actions),
             variant=variant,
         )
         super().__init__(

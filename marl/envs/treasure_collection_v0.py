@@ -124,6 +124,8 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from marl.envs import _treasure_kernels as K
 from marl.envs._engine import (
+    MAX_AGENTS,
+    as_bool,
     REWARD_MODES,
     VARIANTS,
     ParticleParallelEnv,
@@ -152,11 +154,16 @@ def team_split(
     n_agents: int | None = None, n_hunters: int | None = None, n_banks: int | None = None
 ) -> tuple[int, int]:
     """Return (n_hunters, n_banks): the paper's split (N - 2 hunters, 2 banks) unless given explicitly."""
+    for name, value in (("n_agents", n_agents), ("n_hunters", n_hunters), ("n_banks", n_banks)):
+        if value is not None:
+            check_int(name, value, 1, MAX_AGENTS)
+    if n_agents is not None and n_hunters is None and n_banks is None:
+        check_int("n_agents", n_agents, DEFAULT_BANKS + 1)  # at least one hunter besides the default banks
     if n_banks is None:
         n_banks = DEFAULT_BANKS if n_hunters is None or n_agents is None else n_agents - n_hunters
     if n_hunters is None:
         n_hunters = (8 if n_agents is None else n_agents) - n_banks
-    check_int("n_hunters", n_hunters, 1)
+    check_int("n_hunters", n_hunters, 1, MAX_AGENTS)
     check_int("n_banks", n_banks, 1, len(TYPE_COLORS))
     if n_agents is not None and n_hunters + n_banks != n_agents:
         raise ValueError(f"n_hunters + n_banks must equal n_agents, got {n_hunters} + {n_banks} != {n_agents}")
@@ -177,9 +184,9 @@ class TreasureCollectionConfig:
     variant: str = "paper"  # world and event order: "paper" (MAAC / authors) or "mpe2" (collect_treasure_v1)
 
     def __post_init__(self) -> None:
-        check_int("n_hunters", self.n_hunters, 1)
+        check_int("n_hunters", self.n_hunters, 1, MAX_AGENTS)
         check_int("n_banks", self.n_banks, 1, len(TYPE_COLORS))
-        check_int("n_treasures", self.n_treasures, 1)
+        check_int("n_treasures", self.n_treasures, 1, MAX_AGENTS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_int("max_cycles", self.max_cycles, 1)
         check_choice("variant", self.variant, VARIANTS)
@@ -246,8 +253,8 @@ class TreasureCollectionVectorEnv(ParticleVectorEnv):
             n_treasures=h if n_treasures is None else n_treasures,
             reward_mode=reward_mode,
             max_cycles=max_cycles,
-            continuous_actions=bool(continuous_actions),
-            clip_actions=bool(clip_actions),
+            continuous_actions=as_bool("continuous_actions", continuous_actions),
+            clip_actions=as_bool("clip_actions", clip_actions),
             variant=variant,
         )
         self.n_hunters, self.n_banks, self.n_treasures = h, k, config.n_treasures
