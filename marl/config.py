@@ -74,8 +74,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _key_prefix(cls: type) -> str:
-    """``"env."`` for the class registered as section ``env`` in ``_SECTIONS``; ``""`` for the top level."""
-    return next((f"{name}." for name, section in _SECTIONS.items() if section is cls), "")
+    """``"env."`` for the class registered as section ``env`` in ``SECTIONS``; ``""`` for the top level."""
+    return next((f"{name}." for name, section in SECTIONS.items() if section is cls), "")
 
 
 def _is_bool(value: Any) -> bool:
@@ -118,11 +118,11 @@ def _typed(key: str, tp: Any, value: Any) -> Any:
     return value
 
 
-def _check_types(config: Any) -> None:
+def _check_types(config: Any, prefix: str | None = None) -> None:
     """Type-check every field of the frozen config dataclass ``config`` against its annotation, in place; the
     sections it holds are checked too (idempotent), so a section class is covered even where its own
-    ``__post_init__`` does not call this."""
-    prefix = _key_prefix(type(config))
+    ``__post_init__`` does not call this. Messages name ``prefix + field`` (default: the section's key prefix)."""
+    prefix = _key_prefix(type(config)) if prefix is None else prefix
     hints = _hints(type(config))
     for f in fields(config):
         value = getattr(config, f.name)
@@ -131,6 +131,9 @@ def _check_types(config: Any) -> None:
             object.__setattr__(config, f.name, checked)
         if dataclasses.is_dataclass(checked) and not isinstance(checked, type):
             _check_types(checked)
+
+
+check_types = _check_types  # public name for other frozen settings built from files (e.g. a sweep's [report])
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"env": EnvConfig, "trpo": TRPOConfig, "admm": ADMMConfig}
+SECTIONS = {"env": EnvConfig, "trpo": TRPOConfig, "admm": ADMMConfig}
 
 
 def _parse_text(key: str, tp: Any, text: str) -> Any:
@@ -374,10 +377,10 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     for key, value in data.items():
         if key not in top_names:
             raise ValueError(f"unknown config key {key!r}; allowed: {sorted(top_names)}")
-        if key in _SECTIONS:
+        if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ValueError(f"config section {key!r} must be a table/mapping of keys, got {value!r}")
-            cls = _SECTIONS[key]
+            cls = SECTIONS[key]
             allowed = {f.name for f in fields(cls)}
             unknown = set(value) - allowed
             if unknown:
@@ -437,11 +440,11 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) == 1:
-            if parts[0] in _SECTIONS:
+            if parts[0] in SECTIONS:
                 raise ValueError(f"override {item!r} names a whole section; use {parts[0]}.key=value")
             data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in _SECTIONS:
+        elif len(parts) == 2 and parts[0] in SECTIONS:
             data[parts[0]][parts[1]] = value
         else:
-            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(_SECTIONS)}")
+            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(SECTIONS)}")
     return config_from_dict(data)

@@ -39,7 +39,7 @@ Restarts
 A run is *done* when its ``done.json`` records at least the planned steps; *started* when it holds a checkpoint
 (resumed with ``marl.train``'s resume, which reproduces the uninterrupted run's rows exactly); otherwise it starts from
 scratch (files of a run killed before its first checkpoint are removed first). A worker holds an exclusive lock on its
-run directory (``.lock``, released by the kernel when the process dies), so two sweeps never write one run. Local
+run directory (``.sweep.lock``, released by the kernel when the process dies), so two sweeps never write one run. Local
 workers are killed with the sweep process (Linux ``PR_SET_PDEATHSIG``), so ``kill -9`` of the sweep leaves no orphans.
 A worker killed by a signal while the sweep lives is resumed (``retries``, 2 by default); a worker that raises is
 reported as failed and the other runs go on. Restarting with a larger ``--steps`` extends finished runs; a smaller one than the
@@ -79,11 +79,11 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
-from .config import _SECTIONS, TrainConfig, config_from_dict
+from .config import SECTIONS, TrainConfig, check_types, config_from_dict
 
 MANIFEST_NAME = "experiment.json"
 DONE_NAME = "done.json"
-LOCK_NAME = ".lock"
+LOCK_NAME = ".sweep.lock"  # not train()'s own ".lock": the worker holds both
 WORKER_LOG = "worker.log"
 BUSY_EXIT = 3  # worker exit status: the run directory is locked by another process
 RESERVED_KEYS = {
@@ -107,6 +107,7 @@ class ReportSpec:
     smooth: int = 1  # moving-average window of the curves, in iterations
 
     def __post_init__(self) -> None:
+        check_types(self, "report.")
         if not self.metric:
             raise ValueError("report.metric must be a metrics.csv column, got ''")
         if self.final_episodes < 1:
@@ -161,36 +162,6 @@ class Experiment:
 
 
 # -- parsing and validation -------------------------------------------------------------------------------------------
-def _type_ok(value: Any, annotation: str) -> bool:
-    """Whether ``value`` has one of the types in a dataclass field's annotation string (``"float | None"`` …)."""
-    simple = {"int": int, "float": (int, float), "str": str, "bool": bool, "None": type(None)}
-    for part in (p.strip() for p in annotation.split("|")):
-        if part.startswith("tuple["):
-            inner = simple.get(part[6:].split(",")[0].strip(), object)
-            if isinstance(value, tuple) and all(isinstance(v, inner) and not isinstance(v, bool) for v in value):
-                return True
-        elif part in simple and isinstance(value, simple[part]) and (part == "bool" or not isinstance(value, bool)):
-            return True
-    return False
-
-
-def _annotation(f: dataclasses.Field) -> str:
-    """A field's type as text (``"float | None"``), whether or not its module postpones annotations."""
-    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-
-
-def check_types(config: TrainConfig) -> None:
-    """Raise ``ValueError`` naming the first field (``section.key``) whose value does not have its declared type."""
-    for owner, prefix in [(config, "")] + [(getattr(config, s), f"{s}.") for s in _SECTIONS]:
-        for f in fields(owner):
-            value = getattr(owner, f.name)
-            if f.name in _SECTIONS and not prefix:
-                continue
-            if not _type_ok(value, _annotation(f)):
-                raise ValueError(f"{prefix}{f.name} must be of type {_annotation(f)}, got {value!r} "
-                                 f"({type(value).__name__})")
-
-
 def _axis_keys(axis: str) -> list[str]:
     return [k.strip() for k in axis.split(",")]
 
@@ -198,10 +169,10 @@ def _axis_keys(axis: str) -> list[str]:
 def _check_key(key: str, where: str) -> None:
     parts = key.split(".")
     top = {f.name for f in fields(TrainConfig)}
-    if len(parts) == 1 and parts[0] in top and parts[0] not in _SECTIONS:
+    if len(parts) == 1 and parts[0] in top and parts[0] not in SECTIONS:
         ok = True
-    elif len(parts) == 2 and parts[0] in _SECTIONS:
-        ok = parts[1] in {f.name for f in fields(_SECTIONS[parts[0]])}
+    elif len(parts) == 2 and parts[0] in SECTIONS:
+        ok = parts[1] in {f.name for f in fields(SECTIONS[parts[0]])}
     else:
         ok = False
     if not ok:
@@ -257,9 +228,7 @@ def _build(base: dict, params: dict[str, Any], steps: int) -> TrainConfig:
             _set_key(data, key, v)
     data["total_steps"] = steps
     data["torch_threads"] = None
-    config = config_from_dict(data)
-    check_types(config)
-    return config
+    return config_from_dict(data)  # every field type- and range-checked by the config dataclasses
 
 
 def _format(value: Any) -> str:
@@ -328,13 +297,10 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
     if not isinstance(report_raw, dict) or set(report_raw) - allowed:
         bad = sorted(set(report_raw) - allowed) if isinstance(report_raw, dict) else report_raw
         raise ValueError(f"{where}: unknown key(s) {bad} in [report]; allowed: {sorted(allowed)}")
-    for f in fields(ReportSpec):
-        if f.name in report_raw:
-            value = report_raw[f.name]
-            value = tuple(value) if isinstance(value, list) else value
-            if not _type_ok(value, _annotation(f)):
-                raise ValueError(f"{where}: [report] {f.name} must be of type {_annotation(f)}, got {value!r}")
-    report = ReportSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in report_raw.items()})
+    try:
+        report = ReportSpec(**report_raw)
+    except ValueError as exc:
+        raise ValueError(f"{where}: [report] {exc}") from exc
 
     grids = _parse_grids(data.pop("grid", None), where)
     base = data
@@ -346,7 +312,7 @@ def load_experiment(path: str | Path, *, steps: int | None = None, seeds: list[i
     if budget < 1:
         raise ValueError(f"{where}: steps must be >= 1, got {budget}")
     try:
-        check_types(config_from_dict({**base, "total_steps": budget}))
+        config_from_dict({**base, "total_steps": budget})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {_base_culprit(base, budget)}: {exc}") from exc
 
@@ -430,7 +396,7 @@ class RunBusy(RuntimeError):
 
 
 class _RunLock:
-    """Exclusive ``flock`` on ``run_dir/.lock`` holding the owner's pid; the kernel releases it when the owner dies."""
+    """Exclusive ``flock`` on ``run_dir/.sweep.lock`` holding the owner's pid; the kernel releases it when the owner dies."""
 
     def __init__(self, run_dir: Path, wait_s: float = 10.0):
         self.path, self.wait_s, self.fd = run_dir / LOCK_NAME, wait_s, -1
