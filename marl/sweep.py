@@ -396,7 +396,7 @@ class RunBusy(RuntimeError):
 
 
 class _RunLock:
-    """Exclusive ``flock`` on ``run_dir/.sweep.lock`` holding the owner's pid; the kernel releases it when the owner dies."""
+    """Exclusive ``flock`` on ``run_dir/.sweep.lock`` holding the owner's pid; released by the kernel when it dies."""
 
     def __init__(self, run_dir: Path, wait_s: float = 10.0):
         self.path, self.wait_s, self.fd = run_dir / LOCK_NAME, wait_s, -1
