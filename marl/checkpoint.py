@@ -32,15 +32,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically save ``state`` (anything ``torch.save`` accepts) as ``run_dir/checkpoint.pt``."""
+def save_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically save ``state`` (anything ``torch.save`` accepts) as ``path``."""
     import io
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    path = Path(run_dir) / CHECKPOINT_NAME
     atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return Path(path)
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically save ``state`` (anything ``torch.save`` accepts) as ``run_dir/checkpoint.pt``."""
+    return save_state(Path(run_dir) / CHECKPOINT_NAME, state)
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:

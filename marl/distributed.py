@@ -37,9 +37,16 @@ auto-cleanup off and a reply timeout in the world); C-TRPO has no MPI backend (i
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import socket
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -50,12 +57,16 @@ from consensus_admm import ADMMSettings, Averaging, EdgeConsensus
 from .algos.baselines import _mean_over_agents, _step_metrics
 from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
 from .algos.matrpo import MATRPOAgent, communication_graph
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_state
 from .config import TrainConfig
 from .rollout import Rollout
 
-__all__ = ["train_mpi", "RemoteAlgorithm", "MPI_ALGORITHMS"]
+__all__ = ["train_mpi", "launch", "RemoteAlgorithm", "MPI_ALGORITHMS", "is_manifest", "assemble_state",
+           "committed_iteration", "part_path"]
 
 MPI_ALGORITHMS = ("itrpo", "matrpo")
+MANIFEST_FORMAT = "marl.distributed/checkpoint-set-1"
+PROCESSES_NAME = "processes.json"
 _TAG = 31
 
 
@@ -82,7 +93,7 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
             remote = {}
 
             def factory(obs_dims, n_actions, cfg):
-                remote["algo"] = RemoteAlgorithm(comm, obs_dims, n_actions, cfg)
+                remote["algo"] = RemoteAlgorithm(comm, obs_dims, n_actions, cfg, out_dir)
                 return remote["algo"]
 
             try:
@@ -93,7 +104,7 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
                     remote["algo"].close()
                 else:
                     for r in range(1, comm.Get_size()):
-                        comm.send(("stop", None), dest=r, tag=_TAG)
+                        _send_obj(comm, ("stop", None), r)
         try:
             _agent_loop(comm, agents)
         except BaseException:
@@ -111,24 +122,42 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
 
 
 class RemoteAlgorithm:
-    """The world's stand-in for an algorithm: ``act``/``update``/``state_dict`` are requests to the agent processes."""
+    """The world's stand-in for an algorithm: ``act``/``update``/``state_dict`` are requests to the agent processes.
 
-    def __init__(self, comm, obs_dims, n_actions, config: TrainConfig):
+    ``state_dict`` has every agent write its own checkpoint part and returns the set's manifest (which
+    :func:`marl.train.train` then writes, last, into ``checkpoint.pt``); ``load_state_dict`` has every agent read its
+    part of the set a manifest names.
+    """
+
+    def __init__(self, comm, obs_dims, n_actions, config: TrainConfig, run_dir):
         if config.algo not in MPI_ALGORITHMS:
             raise ValueError(f"--backend mpi supports algo in {MPI_ALGORITHMS}, got {config.algo!r}")
         n = len(obs_dims)
         if comm.Get_size() != n + 1:
             raise ValueError(f"--backend mpi needs N+1 = {n + 1} processes (one world, one per agent), "
                              f"got {comm.Get_size()}: mpiexec -n {n + 1} python -m marl train --backend mpi ...")
-        self.comm, self.config, self.n_agents = comm, config, n
+        self.comm, self.config, self.n_agents, self.run_dir = comm, config, n, Path(run_dir)
         self.name = config.algo
-        for i in range(n):
-            comm.send(("init", (config, i, list(obs_dims), list(n_actions))), dest=i + 1, tag=_TAG)
+        self.iteration = 0  # the iteration the agents' learners are at (updates done)
+        self.bytes_to = np.zeros(n, dtype=np.int64)  # world -> agent i since the last update
+        self.bytes_from = np.zeros(n, dtype=np.int64)  # agent i -> world since the last update
+        where = self._request([("init", (config, i, list(obs_dims), list(n_actions), str(self.run_dir)))
+                               for i in range(n)], count=False)
+        processes = {"world": {"rank": 0, "host": socket.gethostname(), "pid": os.getpid()},
+                     "agents": [{"agent": i, "rank": i + 1, **w} for i, w in enumerate(where)]}
+        atomic_write_bytes(self.run_dir / PROCESSES_NAME, json.dumps(processes, indent=2).encode())
 
-    def _request(self, payloads):
+    def _request(self, payloads, *, count: bool = True):
+        """Send payload i to agent i, then gather the replies in agent order; ``count``: add to the byte counters."""
         for i, p in enumerate(payloads):
-            self.comm.send(p, dest=i + 1, tag=_TAG)
-        return [self.comm.recv(source=i + 1, tag=_TAG) for i in range(self.n_agents)]
+            sent = _send_obj(self.comm, p, i + 1)
+            self.bytes_to[i] += sent if count else 0
+        replies = []
+        for i in range(self.n_agents):
+            reply, received = _recv_obj(self.comm, i + 1)
+            self.bytes_from[i] += received if count else 0
+            replies.append(reply)
+        return replies
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         cols = self._request([("act", o.numpy()) for o in obs])
@@ -141,17 +170,41 @@ class RemoteAlgorithm:
                                                 final_obs=rollout.final_obs[i], rewards=rollout.rewards[..., i])))
                     for i in range(self.n_agents)]
         parts = self._request(payloads)
-        return _MERGE[self.name](parts, self.config)
+        metrics = _MERGE[self.name](parts, self.config)
+        # World <-> agent traffic of this iteration (every act request/reply and this update), pickled bytes.
+        for i in range(self.n_agents):
+            metrics[f"comm/bytes_world_to_agent_{i}"] = float(self.bytes_to[i])
+            metrics[f"comm/bytes_agent_to_world_{i}"] = float(self.bytes_from[i])
+        self.bytes_to[:] = 0
+        self.bytes_from[:] = 0
+        self.iteration = iteration + 1
+        return metrics
 
     def state_dict(self) -> dict:
-        return {"agents": self._request([("state", None)] * self.n_agents)}
+        """Every agent writes its part of the set for ``self.iteration``; returns the set's manifest."""
+        it = self.iteration
+        acks = self._request([("save", (it, committed_iteration(self.run_dir)))] * self.n_agents, count=False)
+        parts = [str(part_path(".", i, it)) for i in range(self.n_agents)]
+        if acks != parts:  # pragma: no cover - protocol error
+            raise RuntimeError(f"agents acknowledged {acks}, expected {parts}")
+        return {"format": MANIFEST_FORMAT, "algo": self.name, "n_agents": self.n_agents, "iteration": it,
+                "parts": parts}
 
     def load_state_dict(self, state: dict) -> None:
-        self._request([("load", s) for s in state["agents"]])
+        """Every agent loads its part of the set ``state`` (a manifest) names."""
+        if not is_manifest(state) or state["n_agents"] != self.n_agents or state["algo"] != self.name:
+            raise ValueError(f"{self.run_dir / CHECKPOINT_NAME} does not name a checkpoint set of {self.n_agents} "
+                             f"{self.name} agents")
+        errors = [e for e in self._request([("load", state["iteration"])] * self.n_agents, count=False) if e]
+        if errors:
+            raise FileNotFoundError(f"checkpoint set of iteration {state['iteration']} in {self.run_dir} is "
+                                    "incomplete: " + "; ".join(errors))
+        self.iteration = int(state["iteration"])
 
     def close(self) -> None:
+        committed = committed_iteration(self.run_dir)
         for i in range(self.n_agents):
-            self.comm.send(("stop", None), dest=i + 1, tag=_TAG)
+            _send_obj(self.comm, ("stop", committed), i + 1)
 
 
 def _merge_itrpo(parts, config) -> dict[str, float]:
@@ -223,28 +276,119 @@ def _agent_loop(comm, agents) -> None:
     """Serve the world's requests until "stop"."""
     worker = None
     while True:
-        cmd, payload = comm.recv(source=0, tag=_TAG)
+        (cmd, payload), _ = _recv_obj(comm, 0)
         if cmd == "stop":
+            if worker is not None and payload is not None:
+                _prune_parts(worker.run_dir, worker.i, keep={payload})
             return
         if cmd == "init":
-            config, i, obs_dims, n_actions = payload
+            config, i, obs_dims, n_actions, run_dir = payload
             if config.torch_threads is not None:
                 torch.set_num_threads(config.torch_threads)
             worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
-            continue
-        if cmd == "act":
+            worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
+            reply = {"host": socket.gethostname(), "pid": os.getpid()}
+        elif cmd == "act":
             with torch.no_grad():
                 reply = worker.learner.act(torch.from_numpy(payload)).numpy()
         elif cmd == "update":
             reply = worker.update(*payload)
-        elif cmd == "state":
-            reply = worker.learner.state_dict()
+        elif cmd == "save":
+            reply = _save_part(worker, *payload)
         elif cmd == "load":
-            worker.learner.load_state_dict(payload)
-            reply = None
+            reply = _load_part(worker, payload)
         else:  # pragma: no cover - protocol error
             raise RuntimeError(f"unknown request {cmd!r}")
-        comm.send(reply, dest=0, tag=_TAG)
+        _send_obj(comm, reply, 0)
+
+
+def _send_obj(comm, obj, dest: int) -> int:
+    """Pickle ``obj`` and send it to ``dest``; returns the bytes sent."""
+    data = _mpi().pickle.dumps(obj)
+    comm.Send(data, dest=dest, tag=_TAG)
+    return len(data)
+
+
+def _recv_obj(comm, source: int):
+    """(object, bytes received) of the next message from ``source``."""
+    MPI = _mpi()
+    status = MPI.Status()
+    comm.Probe(source=source, tag=_TAG, status=status)
+    buf = bytearray(status.Get_count(MPI.BYTE))
+    comm.Recv(buf, source=source, tag=_TAG)
+    return MPI.pickle.loads(buf), len(buf)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint sets: one part per agent, committed by the world's checkpoint.pt (the manifest, written last)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def part_path(run_dir, agent: int, iteration: int) -> Path:
+    """Where agent ``agent`` writes its part of the checkpoint set of ``iteration``."""
+    return Path(run_dir) / "agents" / f"agent_{agent}" / f"checkpoint_{iteration:08d}.pt"
+
+
+def is_manifest(state) -> bool:
+    """Whether a checkpoint's ``"algo"`` entry is an MPI run's manifest (not an in-process algorithm state)."""
+    return isinstance(state, dict) and state.get("format") == MANIFEST_FORMAT
+
+
+def committed_iteration(run_dir) -> int | None:
+    """The iteration of the checkpoint set ``run_dir/checkpoint.pt`` commits, None before the first."""
+    if not (Path(run_dir) / CHECKPOINT_NAME).exists():
+        return None
+    algo = load_checkpoint(run_dir)["algo"]
+    return int(algo["iteration"]) if is_manifest(algo) else None
+
+
+def _read_part(run_dir, agent: int, n_agents: int, algo: str, iteration: int) -> dict:
+    """Agent ``agent``'s part of the set of ``iteration``, checked to be that part; raises FileNotFoundError."""
+    path = part_path(run_dir, agent, iteration)
+    if not path.exists():
+        raise FileNotFoundError(f"agent {agent}'s part {path} is missing")
+    part = torch.load(path, map_location="cpu", weights_only=False)
+    got = (part.get("iteration"), part.get("agent"), part.get("n_agents"), part.get("algo"))
+    if got != (iteration, agent, n_agents, algo):
+        raise FileNotFoundError(f"{path} holds (iteration, agent, n_agents, algo) = {got}, "
+                                f"expected {(iteration, agent, n_agents, algo)}")
+    return part
+
+
+def assemble_state(run_dir, manifest: dict) -> dict:
+    """The in-process algorithm state (``{"agents": [...]}``) of the checkpoint set a manifest names (for eval)."""
+    return {"agents": [_read_part(run_dir, i, manifest["n_agents"], manifest["algo"], manifest["iteration"])["learner"]
+                       for i in range(manifest["n_agents"])]}
+
+
+def _save_part(worker, iteration: int, committed: int | None) -> str:
+    """Write this agent's part for ``iteration`` atomically; keep only it and the committed set's part."""
+    state = {"format": MANIFEST_FORMAT, "iteration": iteration, "agent": worker.i, "n_agents": worker.n_agents,
+             "algo": worker.config.algo, "learner": worker.learner.state_dict()}
+    save_state(part_path(worker.run_dir, worker.i, iteration), state)
+    _prune_parts(worker.run_dir, worker.i, keep={iteration, committed})
+    return str(part_path(".", worker.i, iteration))
+
+
+def _load_part(worker, iteration: int) -> str | None:
+    """Load this agent's part of the set of ``iteration``; returns an error message instead of raising."""
+    try:
+        part = _read_part(worker.run_dir, worker.i, worker.n_agents, worker.config.algo, iteration)
+    except FileNotFoundError as exc:
+        return str(exc)
+    worker.learner.load_state_dict(part["learner"])
+    _prune_parts(worker.run_dir, worker.i, keep={iteration})  # newer parts of a set that was never committed
+    return None
+
+
+def _prune_parts(run_dir, agent: int, keep: set) -> None:
+    """Delete this agent's parts of iterations not in ``keep`` and temporary files of interrupted writes."""
+    folder = part_path(run_dir, agent, 0).parent
+    for path in folder.glob("checkpoint_*.pt"):
+        if int(path.stem.split("_")[1]) not in keep:
+            path.unlink(missing_ok=True)
+    for path in folder.glob(".checkpoint_*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def _own_gae(learner: Learner, d: dict, config: TrainConfig):

@@ -19,7 +19,12 @@ def load_trained(run_dir: str | Path):
     state = load_checkpoint(run_dir)
     venv = make_env_for(config, n_envs=1)
     algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
-    algo.load_state_dict(state["algo"])
+    algo_state = state["algo"]
+    from .distributed import assemble_state, is_manifest
+
+    if is_manifest(algo_state):  # an MPI run: the agents' parts of the checkpoint set the manifest names
+        algo_state = assemble_state(run_dir, algo_state)
+    algo.load_state_dict(algo_state)
     return config, algo
 
 
