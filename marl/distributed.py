@@ -40,10 +40,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -61,7 +62,7 @@ from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, sa
 from .config import TrainConfig
 from .rollout import Rollout
 
-__all__ = ["train_mpi", "launch", "RemoteAlgorithm", "MPI_ALGORITHMS", "is_manifest", "assemble_state",
+__all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_process_message", "RemoteAlgorithm", "MPI_ALGORITHMS", "is_manifest", "assemble_state",
            "committed_iteration", "part_path"]
 
 MPI_ALGORITHMS = ("itrpo", "matrpo")
@@ -114,6 +115,86 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
         return None
     finally:
         agents.Free()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Launcher: ``python -m marl train --backend mpi`` outside mpiexec starts the job and names a lost agent
+# ----------------------------------------------------------------------------------------------------------------
+
+_LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def under_mpi_launcher() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec, srun with PMI)."""
+    return any(name in os.environ for name in _LAUNCHER_ENV)
+
+
+def find_mpiexec() -> str | None:
+    """``mpiexec`` on PATH or beside this Python (the ``mpich`` wheel installs it there)."""
+    return shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+
+
+def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = None) -> int:
+    """Run ``mpiexec -n N+1 python -m marl <argv>``, forwarding its output; returns its exit status.
+
+    When a process of the job is lost (kill -9, out of memory), the MPI launcher kills every other process at once,
+    so none of them can report it, and MPICH's report names the pid of whichever process it reaped first. This
+    parent therefore watches the job's processes on this host itself (``processes.json`` + Linux pidfds, which
+    become readable the moment a process ends) and names the one that ended first, with the checkpoint set that
+    ``--resume`` will use.
+    """
+    mpiexec = mpiexec or find_mpiexec()
+    if mpiexec is None:
+        raise FileNotFoundError("--backend mpi needs mpiexec: pip install -e '.[mpi]' (the mpich wheel brings it)")
+    started = time.time()
+    job = subprocess.Popen([mpiexec, "-n", str(n_agents + 1), sys.executable, "-m", "marl", *argv])
+    first: list[dict] = []
+    watcher = threading.Thread(target=_watch_job, args=(job, Path(run_dir), started, first), daemon=True)
+    watcher.start()
+    rc = job.wait()
+    watcher.join(timeout=1.0)
+    if rc not in (0, 1, 2) and len(first) == 1:  # 1, 2: the job reported its own error (traceback, "error: ...")
+        print(lost_process_message(first[0], rc, run_dir), file=sys.stderr, flush=True)
+    return rc
+
+
+def _watch_job(job, run_dir: Path, started: float, first: list) -> None:
+    """Append to ``first`` the entries of ``processes.json`` (this host's) that ended first (Linux pidfds)."""
+    import select
+
+    path = run_dir / PROCESSES_NAME
+    while job.poll() is None and not (path.exists() and path.stat().st_mtime >= started - 1.0):
+        time.sleep(0.1)
+    if job.poll() is not None or not hasattr(os, "pidfd_open"):
+        return
+    processes = json.loads(path.read_text())
+    here = socket.gethostname()
+    fds = {}
+    for e in [dict(processes["world"], agent=None), *processes["agents"]]:
+        if e["host"] != here:
+            continue
+        try:
+            fds[os.pidfd_open(e["pid"])] = e
+        except ProcessLookupError:  # already gone
+            first.append(e)
+    try:
+        if not first and fds:
+            ready, _, _ = select.select(list(fds), [], [])
+            first.extend(fds[fd] for fd in ready)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def lost_process_message(entry: dict, status: int, run_dir) -> str:
+    """The error naming the process of the job that ended first (an entry of ``processes.json``)."""
+    who = "the world process" if entry.get("agent") is None else f"agent {entry['agent']}"
+    committed = committed_iteration(run_dir)
+    resume = ("no checkpoint set was completed" if committed is None else
+              f"the last complete checkpoint set is iteration {committed}; continue with: "
+              f"python -m marl train --backend mpi --resume {run_dir}")
+    return (f"error: {who} (rank {entry['rank']}, pid {entry['pid']} on {entry['host']}) stopped first and the MPI "
+            f"launcher ended the job (exit status {status}); {resume}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
