@@ -1,4 +1,5 @@
-"""Training with one process per agent over MPI: ``mpiexec -n N+1 python -m marl train --backend mpi ...``.
+"""Training with one process per agent over MPI: ``mpiexec -n N+1 python -m marl train --backend mpi ...`` (or the
+same command without ``mpiexec``, which then starts it; see Faults).
 
 Rank 0 is the *world*: it owns the batched environment, runs :func:`marl.train.train` unchanged (rollout loop,
 team metrics, ``metrics.csv``/TensorBoard, progress bar, atomic checkpoints, ``--resume``) with a stand-in
@@ -22,17 +23,41 @@ Every agent derives the edge schedule from the same seed as the in-process engin
 in-process run of the same configuration and seed (tests/marl/test_mpi_backend.py, with ``stack_value_fits=false``
 because the stacked fit is one computation over all agents, and one torch thread per process).
 
-Checkpoints and faults. At a checkpoint the world asks every agent for its state and writes them, with the
-environment's, into one ``checkpoint.pt`` (atomically, the in-process format, so ``eval`` and ``--resume`` work
-unchanged and a checkpoint is complete by construction: all agents' parts are for the same iteration). kill -9 of
-an agent process makes MPICH's launcher end every process of the job within about a second (tested), and
-``--resume`` under mpiexec then reproduces the uninterrupted run (tested). An agent that raises aborts the job.
+Bytes actually sent, per agent and iteration (MPI runs only, besides the in-process float counts):
+``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours), ``comm/bytes_adv_norm_agent_<q>`` (the
+advantage normalisation's consensus), ``comm/bytes_world_to_agent_<q>`` and ``comm/bytes_agent_to_world_<q>`` (the
+pickled world <-> agent messages of the iteration: observations and actions of every step, the update's rollout
+slice and the agent's diagnostics; the checkpoint requests, a few hundred bytes, are not counted).
 
-Departures / not done (issue 14): one checkpoint file gathered by the world instead of one file per agent process;
-the launcher's message after a kill names a process id, not the lost agent (naming it would need the launcher's
-auto-cleanup off and a reply timeout in the world); C-TRPO has no MPI backend (it is centralized). Per agent, ``comm/bytes_sent_agent_<q>`` logs the bytes of its consensus messages and
-``comm/bytes_adv_norm_agent_<q>`` those of the advantage normalisation (MPI runs only); the world-agent traffic
-(observations, actions, rollout slices) is not counted.
+Checkpoints
+-----------
+A checkpoint is a *set*: at a checkpoint every agent process writes its own part, atomically, to
+``agents/agent_<q>/checkpoint_<iteration>.pt`` (policy, value net, value optimiser, random streams, and the
+iteration, agent index, N and algorithm it belongs to) and acknowledges it; once every agent has, the world writes
+``checkpoint.pt`` (atomically, last): its own part (environments, observations, iteration) with, in place of the
+algorithm's state, the set's manifest (iteration, N, the parts' paths). The manifest is the commit: a set is
+complete only when it exists, and a job killed in between leaves the previous manifest and the previous set (each
+agent keeps the committed part until a newer set commits, then deletes it; temporary files of interrupted writes
+go too). ``--resume`` loads the set the manifest names, checks every part is that agent's part of that iteration
+(missing or mismatched parts are an error naming them, never a mixed state), and deletes parts of newer sets that
+never completed. ``eval`` assembles the parts into the in-process state. In-process runs keep their single
+``checkpoint.pt``.
+
+Faults
+------
+When a process of the job is lost (kill -9, out of memory) MPICH's launcher kills all the others at once (SIGKILL;
+about 3 s from the kill to the job's end here), so no process of the job can report it, and its own report names the pid it reaped
+first, which need not be the lost one. ``python -m marl train --backend mpi ...`` run *outside* mpiexec therefore
+starts ``mpiexec -n N+1`` itself (:func:`launch`) and watches the job's processes (``processes.json``, written by the
+world at start: rank, host and pid of the world and of every agent) through Linux pidfds: the one that ends first
+is named, ``error: agent 1 (rank 2, pid ... on host) stopped first and the MPI launcher ended the job ...; the last
+complete checkpoint set is iteration k; continue with: ... --resume DIR`` (tested). Under a bare ``mpiexec`` the
+launcher's message stands and ``processes.json`` maps its pid to an agent. An agent that raises aborts the job with
+its traceback.
+
+Not done (issue 14): an agent that hangs without dying (stopped, deadlocked) is not detected (the world waits for
+its reply; telling it from a long update would need heartbeats); the launcher names only processes on its own
+host; C-TRPO has no MPI backend (it is centralized).
 """
 
 from __future__ import annotations
