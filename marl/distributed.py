@@ -160,11 +160,11 @@ def find_mpiexec() -> str | None:
 
 
 def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = None) -> int:
-    """Run ``mpiexec -n N+1 python -m marl <argv>``, forwarding its output; returns its exit status.
+    """Run ``mpiexec -n N+1 python -m marl <argv>`` (same stdout/stderr); returns its exit status.
 
     When a process of the job is lost (kill -9, out of memory), the MPI launcher kills every other process at once,
-    so none of them can report it, and MPICH's report names the pid of whichever process it reaped first. This
-    parent therefore watches the job's processes on this host itself (``processes.json`` + Linux pidfds, which
+    so none of them can report it, and MPICH's report names one pid, which is not always the lost one (here it named
+    the world's when an agent was killed). This parent therefore watches the job's processes on this host itself (``processes.json`` + Linux pidfds, which
     become readable the moment a process ends) and names the one that ended first, with the checkpoint set that
     ``--resume`` will use.
     """
@@ -176,7 +176,10 @@ def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = Non
     first: list[dict] = []
     watcher = threading.Thread(target=_watch_job, args=(job, Path(run_dir), started, first), daemon=True)
     watcher.start()
-    rc = job.wait()
+    try:
+        rc = job.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached mpiexec too (same process group); let it end the ranks
+        rc = job.wait()
     watcher.join(timeout=1.0)
     if rc not in (0, 1, 2) and len(first) == 1:  # 1, 2: the job reported its own error (traceback, "error: ...")
         print(lost_process_message(first[0], rc, run_dir), file=sys.stderr, flush=True)

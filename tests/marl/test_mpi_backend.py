@@ -192,6 +192,44 @@ def test_wrong_process_count_is_an_error_not_a_hang(tmp_path):
     assert "needs N+1 = 4 processes" in proc.stdout + proc.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the launcher's watch needs Linux pidfds")
+def test_the_launchers_watch_names_the_process_that_ends_first(tmp_path):
+    """Without MPI: three sleeping processes stand for a job's world and agents; the one killed is the one named."""
+    import json
+    import signal
+    import socket
+    import threading
+    import time
+
+    from marl.distributed import _watch_job, lost_process_message
+
+    class Job:  # the running mpiexec, as the watch sees it
+        def poll(self):
+            return None
+
+    started = time.time()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        host = socket.gethostname()
+        entries = [{"rank": r, "host": host, "pid": p.pid} for r, p in enumerate(procs)]
+        (tmp_path / "processes.json").write_text(json.dumps(
+            {"world": entries[0], "agents": [dict(e, agent=r - 1) for r, e in enumerate(entries) if r]}))
+        first = []
+        watch = threading.Thread(target=_watch_job, args=(Job(), tmp_path, started, first), daemon=True)
+        watch.start()
+        time.sleep(0.5)
+        procs[2].send_signal(signal.SIGKILL)
+        watch.join(timeout=30)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert [e["rank"] for e in first] == [2]
+    message = lost_process_message(first[0], 9, tmp_path)
+    assert message.startswith(f"error: agent 1 (rank 2, pid {procs[2].pid} on {host}) stopped first")
+    assert "no checkpoint set was completed" in message
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher watches the job through Linux pidfds")
 def test_kill_9_of_an_agent_ends_the_job_naming_it_and_the_last_complete_set_resumes(tmp_path):
