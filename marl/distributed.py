@@ -46,8 +46,8 @@ never completed. ``eval`` assembles the parts into the in-process state. In-proc
 Faults
 ------
 When a process of the job is lost (kill -9, out of memory) MPICH's launcher kills all the others at once (SIGKILL;
-about 3 s from the kill to the job's end here), so no process of the job can report it, and its own report names the pid it reaped
-first, which need not be the lost one. ``python -m marl train --backend mpi ...`` run *outside* mpiexec therefore
+about 3 s from the kill to the job's end here), so no process of the job can report it, and its own report names
+one pid, which need not be the lost one. ``python -m marl train --backend mpi ...`` run *outside* mpiexec therefore
 starts ``mpiexec -n N+1`` itself (:func:`launch`) and watches the job's processes (``processes.json``, written by the
 world at start: rank, host and pid of the world and of every agent) through Linux pidfds: the one that ends first
 is named, ``error: agent 1 (rank 2, pid ... on host) stopped first and the MPI launcher ended the job ...; the last
@@ -87,8 +87,8 @@ from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, sa
 from .config import TrainConfig
 from .rollout import Rollout
 
-__all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_process_message", "RemoteAlgorithm", "MPI_ALGORITHMS", "is_manifest", "assemble_state",
-           "committed_iteration", "part_path"]
+__all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_process_message", "RemoteAlgorithm",
+           "MPI_ALGORITHMS", "is_manifest", "assemble_state", "committed_iteration", "part_path"]
 
 MPI_ALGORITHMS = ("itrpo", "matrpo")
 MANIFEST_FORMAT = "marl.distributed/checkpoint-set-1"
@@ -164,9 +164,9 @@ def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = Non
 
     When a process of the job is lost (kill -9, out of memory), the MPI launcher kills every other process at once,
     so none of them can report it, and MPICH's report names one pid, which is not always the lost one (here it named
-    the world's when an agent was killed). This parent therefore watches the job's processes on this host itself (``processes.json`` + Linux pidfds, which
-    become readable the moment a process ends) and names the one that ended first, with the checkpoint set that
-    ``--resume`` will use.
+    the world's when an agent was killed). This parent therefore watches the job's processes on this host itself
+    (``processes.json`` + Linux pidfds, which become readable the moment a process ends) and names the one that ended
+    first, with the checkpoint set that ``--resume`` will use.
     """
     mpiexec = mpiexec or find_mpiexec()
     if mpiexec is None:
