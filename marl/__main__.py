@@ -68,11 +68,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = _train_config(args, base=saved)
         if args.steps is None:
             config = dataclasses.replace(config, total_steps=saved.total_steps)
-        result = run(config, out, resume=True, progress=not args.no_progress)
     else:
         config = _train_config(args)
         out = Path(args.out) if args.out else Path("runs") / f"{config.algo}_{config.env.name}_n{config.env.n_agents}_s{config.seed}"
-        result = run(config, out, progress=not args.no_progress)
+    if args.backend == "mpi":
+        from .distributed import launch, under_mpi_launcher
+
+        if not under_mpi_launcher():  # start mpiexec -n N+1 ourselves, to name an agent process that is lost
+            return launch(args.argv, config.env.n_agents, out)
+    result = run(config, out, resume=bool(args.resume), progress=not args.no_progress)
     if result is None:
         return 0
     last = {k: v for k, v in result.final_metrics.items() if k.startswith(("env/return", "env/coverage", "env/coll"))}
@@ -151,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--backend", choices=("inprocess", "mpi"), default="inprocess",
-                   help="mpi: one process per agent plus a world process (mpiexec -n N+1 python -m marl train ...)")
+                   help="mpi: one process per agent plus a world process (mpiexec -n N+1 python -m marl train ...; "
+                        "without mpiexec it starts one itself)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run's policies")
@@ -202,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import RunError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --backend mpi relaunches under mpiexec
     try:
         return args.func(args)
     except (ValueError, OSError, RunError) as exc:

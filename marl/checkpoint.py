@@ -73,13 +73,17 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     return stale
 
 
-def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically save ``state`` (tensors, NumPy arrays, plain data) as ``run_dir/checkpoint.pt``."""
+def save_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically save ``state`` (tensors, NumPy arrays, plain data) as ``path``."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    path = Path(run_dir) / CHECKPOINT_NAME
     atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return Path(path)
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically save ``state`` (tensors, NumPy arrays, plain data) as ``run_dir/checkpoint.pt``."""
+    return save_state(Path(run_dir) / CHECKPOINT_NAME, state)
 
 
 def load_checkpoint(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -91,7 +95,13 @@ def load_checkpoint(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict
         (a ``ValueError``) naming the path, when it is absent, unreadable (empty, truncated, not a checkpoint),
         holds anything but tensors, numeric NumPy arrays and plain data, or lacks one of the ``required`` keys.
     """
-    path = Path(run_dir) / CHECKPOINT_NAME
+    return load_state(Path(run_dir) / CHECKPOINT_NAME, required)
+
+
+def load_state(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load the checkpoint file ``path`` (a run's ``checkpoint.pt`` or an MPI agent's part) as
+    :func:`load_checkpoint` does: tensors, numeric NumPy arrays and plain data only; ``CheckpointError`` otherwise."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:

@@ -1,4 +1,5 @@
-"""Training with one process per agent over MPI: ``mpiexec -n N+1 python -m marl train --backend mpi ...``.
+"""Training with one process per agent over MPI: ``mpiexec -n N+1 python -m marl train --backend mpi ...`` (or the
+same command without ``mpiexec``, which then starts it; see Faults).
 
 Rank 0 is the *world*: it owns the batched environment, runs :func:`marl.train.train` unchanged (rollout loop,
 team metrics, ``metrics.csv``/TensorBoard, progress bar, atomic checkpoints, ``--resume``) with a stand-in
@@ -22,24 +23,56 @@ Every agent derives the edge schedule from the same seed as the in-process engin
 in-process run of the same configuration and seed (tests/marl/test_mpi_backend.py, with ``stack_value_fits=false``
 because the stacked fit is one computation over all agents, and one torch thread per process).
 
-Checkpoints and faults. At a checkpoint the world asks every agent for its state and writes them, with the
-environment's, into one ``checkpoint.pt`` (atomically, the in-process format, so ``eval`` and ``--resume`` work
-unchanged and a checkpoint is complete by construction: all agents' parts are for the same iteration). kill -9 of
-an agent process makes MPICH's launcher end every process of the job within about a second (tested), and
-``--resume`` under mpiexec then reproduces the uninterrupted run (tested). An agent that raises aborts the job.
+Bytes actually sent, per agent and iteration (MPI runs only, besides the in-process float counts):
+``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours), ``comm/bytes_adv_norm_agent_<q>`` (the
+advantage normalisation's consensus), ``comm/bytes_world_to_agent_<q>`` and ``comm/bytes_agent_to_world_<q>`` (the
+pickled world <-> agent messages of the iteration: observations and actions of every step, the update's rollout
+slice and the agent's diagnostics; the checkpoint requests, a few hundred bytes, are not counted).
 
-Departures / not done (issue 14): one checkpoint file gathered by the world instead of one file per agent process;
-the launcher's message after a kill names a process id, not the lost agent (naming it would need the launcher's
-auto-cleanup off and a reply timeout in the world); C-TRPO has no MPI backend (it is centralized). Per agent, ``comm/bytes_sent_agent_<q>`` logs the bytes of its consensus messages and
-``comm/bytes_adv_norm_agent_<q>`` those of the advantage normalisation (MPI runs only); the world-agent traffic
-(observations, actions, rollout slices) is not counted.
+Checkpoints
+-----------
+A checkpoint is a *set*: at a checkpoint every agent process writes its own part, atomically, to
+``agents/agent_<q>/checkpoint_<iteration>.pt`` (policy, value net, value optimiser, random streams, and the
+iteration, agent index, N and algorithm it belongs to) and acknowledges it; once every agent has, the world writes
+``checkpoint.pt`` (atomically, last): its own part (environments, observations, iteration) with, in place of the
+algorithm's state, the set's manifest (iteration, N, the parts' paths). The manifest is the commit: a set is
+complete only when it exists, and a job killed in between leaves the previous manifest and the previous set (each
+agent keeps the committed part until a newer set commits, then deletes it; temporary files of interrupted writes
+go too). ``--resume`` loads the set the manifest names, checks every part is that agent's part of that iteration
+(missing or mismatched parts are an error naming them, never a mixed state), and deletes parts of newer sets that
+never completed. ``eval`` assembles the parts into the in-process state. In-process runs keep their single
+``checkpoint.pt``.
+
+Faults
+------
+When a process of the job is lost (kill -9, out of memory) MPICH's launcher kills all the others at once (SIGKILL;
+about 3 s from the kill to the job's end here), so no process of the job can report it, and its own report names
+one pid, which need not be the lost one. ``python -m marl train --backend mpi ...`` run *outside* mpiexec therefore
+starts ``mpiexec -n N+1`` itself (:func:`launch`) and watches the job's processes (``processes.json``, written by the
+world at start: rank, host and pid of the world and of every agent) through Linux pidfds: the one that ends first
+is named, ``error: agent 1 (rank 2, pid ... on host) stopped first and the MPI launcher ended the job ...; the last
+complete checkpoint set is iteration k; continue with: ... --resume DIR`` (tested). Under a bare ``mpiexec`` the
+launcher's message stands and ``processes.json`` maps its pid to an agent. An agent that raises aborts the job with
+its traceback.
+
+Not done (issue 14): an agent that hangs without dying (stopped, deadlocked) is not detected (the world waits for
+its reply; telling it from a long update would need heartbeats); the launcher names only processes on its own
+host; C-TRPO has no MPI backend (it is centralized).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 import time
 import traceback
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -50,12 +83,16 @@ from consensus_admm import ADMMSettings, Averaging, EdgeConsensus
 from .algos.baselines import _mean_over_agents, _step_metrics
 from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
 from .algos.matrpo import MATRPOAgent, communication_graph
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_state
 from .config import TrainConfig
 from .rollout import Rollout
 
-__all__ = ["train_mpi", "RemoteAlgorithm", "MPI_ALGORITHMS"]
+__all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_process_message", "RemoteAlgorithm",
+           "MPI_ALGORITHMS", "is_manifest", "assemble_state", "committed_iteration", "part_path"]
 
 MPI_ALGORITHMS = ("itrpo", "matrpo")
+MANIFEST_FORMAT = "marl.distributed/checkpoint-set-1"
+PROCESSES_NAME = "processes.json"
 _TAG = 31
 
 
@@ -82,7 +119,7 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
             remote = {}
 
             def factory(obs_dims, n_actions, cfg):
-                remote["algo"] = RemoteAlgorithm(comm, obs_dims, n_actions, cfg)
+                remote["algo"] = RemoteAlgorithm(comm, obs_dims, n_actions, cfg, out_dir)
                 return remote["algo"]
 
             try:
@@ -93,7 +130,7 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
                     remote["algo"].close()
                 else:
                     for r in range(1, comm.Get_size()):
-                        comm.send(("stop", None), dest=r, tag=_TAG)
+                        _send_obj(comm, ("stop", None), r)
         try:
             _agent_loop(comm, agents)
         except BaseException:
@@ -106,29 +143,130 @@ def train_mpi(config: TrainConfig, out_dir, *, resume: bool = False, progress: b
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Launcher: ``python -m marl train --backend mpi`` outside mpiexec starts the job and names a lost agent
+# ----------------------------------------------------------------------------------------------------------------
+
+_LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def under_mpi_launcher() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec, srun with PMI)."""
+    return any(name in os.environ for name in _LAUNCHER_ENV)
+
+
+def find_mpiexec() -> str | None:
+    """``mpiexec`` on PATH or beside this Python (the ``mpich`` wheel installs it there)."""
+    return shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+
+
+def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = None) -> int:
+    """Run ``mpiexec -n N+1 python -m marl <argv>`` (same stdout/stderr); returns its exit status.
+
+    When a process of the job is lost (kill -9, out of memory), the MPI launcher kills every other process at once,
+    so none of them can report it, and MPICH's report names one pid, which is not always the lost one (here it named
+    the world's when an agent was killed). This parent therefore watches the job's processes on this host itself
+    (``processes.json`` + Linux pidfds, which become readable the moment a process ends) and names the one that ended
+    first, with the checkpoint set that ``--resume`` will use.
+    """
+    mpiexec = mpiexec or find_mpiexec()
+    if mpiexec is None:
+        raise FileNotFoundError("--backend mpi needs mpiexec: pip install -e '.[mpi]' (the mpich wheel brings it)")
+    started = time.time()
+    job = subprocess.Popen([mpiexec, "-n", str(n_agents + 1), sys.executable, "-m", "marl", *argv])
+    first: list[dict] = []
+    watcher = threading.Thread(target=_watch_job, args=(job, Path(run_dir), started, first), daemon=True)
+    watcher.start()
+    try:
+        rc = job.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached mpiexec too (same process group); let it end the ranks
+        rc = job.wait()
+    watcher.join(timeout=1.0)
+    if rc not in (0, 1, 2) and len(first) == 1:  # 1, 2: the job reported its own error (traceback, "error: ...")
+        print(lost_process_message(first[0], rc, run_dir), file=sys.stderr, flush=True)
+    return rc
+
+
+def _watch_job(job, run_dir: Path, started: float, first: list) -> None:
+    """Append to ``first`` the entries of ``processes.json`` (this host's) that ended first (Linux pidfds)."""
+    import select
+
+    path = run_dir / PROCESSES_NAME
+    while job.poll() is None and not (path.exists() and path.stat().st_mtime >= started - 1.0):
+        time.sleep(0.1)
+    if job.poll() is not None or not hasattr(os, "pidfd_open"):
+        return
+    processes = json.loads(path.read_text())
+    here = socket.gethostname()
+    fds = {}
+    for e in [dict(processes["world"], agent=None), *processes["agents"]]:
+        if e["host"] != here:
+            continue
+        try:
+            fds[os.pidfd_open(e["pid"])] = e
+        except ProcessLookupError:  # already gone
+            first.append(e)
+    try:
+        if not first and fds:
+            ready, _, _ = select.select(list(fds), [], [])
+            first.extend(fds[fd] for fd in ready)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def lost_process_message(entry: dict, status: int, run_dir) -> str:
+    """The error naming the process of the job that ended first (an entry of ``processes.json``)."""
+    who = "the world process" if entry.get("agent") is None else f"agent {entry['agent']}"
+    committed = committed_iteration(run_dir)
+    resume = ("no checkpoint set was completed" if committed is None else
+              f"the last complete checkpoint set is iteration {committed}; continue with: "
+              f"python -m marl train --backend mpi --resume {run_dir}")
+    return (f"error: {who} (rank {entry['rank']}, pid {entry['pid']} on {entry['host']}) stopped first and the MPI "
+            f"launcher ended the job (exit status {status}); {resume}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # World side
 # ----------------------------------------------------------------------------------------------------------------
 
 
 class RemoteAlgorithm:
-    """The world's stand-in for an algorithm: ``act``/``update``/``state_dict`` are requests to the agent processes."""
+    """The world's stand-in for an algorithm: ``act``/``update``/``state_dict`` are requests to the agent processes.
 
-    def __init__(self, comm, obs_dims, n_actions, config: TrainConfig):
+    ``state_dict`` has every agent write its own checkpoint part and returns the set's manifest (which
+    :func:`marl.train.train` then writes, last, into ``checkpoint.pt``); ``load_state_dict`` has every agent read its
+    part of the set a manifest names.
+    """
+
+    def __init__(self, comm, obs_dims, n_actions, config: TrainConfig, run_dir):
         if config.algo not in MPI_ALGORITHMS:
             raise ValueError(f"--backend mpi supports algo in {MPI_ALGORITHMS}, got {config.algo!r}")
         n = len(obs_dims)
         if comm.Get_size() != n + 1:
             raise ValueError(f"--backend mpi needs N+1 = {n + 1} processes (one world, one per agent), "
                              f"got {comm.Get_size()}: mpiexec -n {n + 1} python -m marl train --backend mpi ...")
-        self.comm, self.config, self.n_agents = comm, config, n
+        self.comm, self.config, self.n_agents, self.run_dir = comm, config, n, Path(run_dir)
         self.name = config.algo
-        for i in range(n):
-            comm.send(("init", (config, i, list(obs_dims), list(n_actions))), dest=i + 1, tag=_TAG)
+        self.iteration = 0  # the iteration the agents' learners are at (updates done)
+        self.bytes_to = np.zeros(n, dtype=np.int64)  # world -> agent i since the last update
+        self.bytes_from = np.zeros(n, dtype=np.int64)  # agent i -> world since the last update
+        where = self._request([("init", (config, i, list(obs_dims), list(n_actions), str(self.run_dir)))
+                               for i in range(n)], count=False)
+        processes = {"world": {"rank": 0, "host": socket.gethostname(), "pid": os.getpid()},
+                     "agents": [{"agent": i, "rank": i + 1, **w} for i, w in enumerate(where)]}
+        atomic_write_bytes(self.run_dir / PROCESSES_NAME, json.dumps(processes, indent=2).encode())
 
-    def _request(self, payloads):
+    def _request(self, payloads, *, count: bool = True):
+        """Send payload i to agent i, then gather the replies in agent order; ``count``: add to the byte counters."""
         for i, p in enumerate(payloads):
-            self.comm.send(p, dest=i + 1, tag=_TAG)
-        return [self.comm.recv(source=i + 1, tag=_TAG) for i in range(self.n_agents)]
+            sent = _send_obj(self.comm, p, i + 1)
+            self.bytes_to[i] += sent if count else 0
+        replies = []
+        for i in range(self.n_agents):
+            reply, received = _recv_obj(self.comm, i + 1)
+            self.bytes_from[i] += received if count else 0
+            replies.append(reply)
+        return replies
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         cols = self._request([("act", o.numpy()) for o in obs])
@@ -141,17 +279,41 @@ class RemoteAlgorithm:
                                                 final_obs=rollout.final_obs[i], rewards=rollout.rewards[..., i])))
                     for i in range(self.n_agents)]
         parts = self._request(payloads)
-        return _MERGE[self.name](parts, self.config)
+        metrics = _MERGE[self.name](parts, self.config)
+        # World <-> agent traffic of this iteration (every act request/reply and this update), pickled bytes.
+        for i in range(self.n_agents):
+            metrics[f"comm/bytes_world_to_agent_{i}"] = float(self.bytes_to[i])
+            metrics[f"comm/bytes_agent_to_world_{i}"] = float(self.bytes_from[i])
+        self.bytes_to[:] = 0
+        self.bytes_from[:] = 0
+        self.iteration = iteration + 1
+        return metrics
 
     def state_dict(self) -> dict:
-        return {"agents": self._request([("state", None)] * self.n_agents)}
+        """Every agent writes its part of the set for ``self.iteration``; returns the set's manifest."""
+        it = self.iteration
+        acks = self._request([("save", (it, committed_iteration(self.run_dir)))] * self.n_agents, count=False)
+        parts = [str(part_path(".", i, it)) for i in range(self.n_agents)]
+        if acks != parts:  # pragma: no cover - protocol error
+            raise RuntimeError(f"agents acknowledged {acks}, expected {parts}")
+        return {"format": MANIFEST_FORMAT, "algo": self.name, "n_agents": self.n_agents, "iteration": it,
+                "parts": parts}
 
     def load_state_dict(self, state: dict) -> None:
-        self._request([("load", s) for s in state["agents"]])
+        """Every agent loads its part of the set ``state`` (a manifest) names."""
+        if not is_manifest(state) or state["n_agents"] != self.n_agents or state["algo"] != self.name:
+            raise ValueError(f"{self.run_dir / CHECKPOINT_NAME} does not name a checkpoint set of {self.n_agents} "
+                             f"{self.name} agents")
+        errors = [e for e in self._request([("load", state["iteration"])] * self.n_agents, count=False) if e]
+        if errors:
+            raise FileNotFoundError(f"checkpoint set of iteration {state['iteration']} in {self.run_dir} is "
+                                    "incomplete: " + "; ".join(errors))
+        self.iteration = int(state["iteration"])
 
     def close(self) -> None:
+        committed = committed_iteration(self.run_dir)
         for i in range(self.n_agents):
-            self.comm.send(("stop", None), dest=i + 1, tag=_TAG)
+            _send_obj(self.comm, ("stop", committed), i + 1)
 
 
 def _merge_itrpo(parts, config) -> dict[str, float]:
@@ -223,28 +385,119 @@ def _agent_loop(comm, agents) -> None:
     """Serve the world's requests until "stop"."""
     worker = None
     while True:
-        cmd, payload = comm.recv(source=0, tag=_TAG)
+        (cmd, payload), _ = _recv_obj(comm, 0)
         if cmd == "stop":
+            if worker is not None and payload is not None:
+                _prune_parts(worker.run_dir, worker.i, keep={payload})
             return
         if cmd == "init":
-            config, i, obs_dims, n_actions = payload
+            config, i, obs_dims, n_actions, run_dir = payload
             if config.torch_threads is not None:
                 torch.set_num_threads(config.torch_threads)
             worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
-            continue
-        if cmd == "act":
+            worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
+            reply = {"host": socket.gethostname(), "pid": os.getpid()}
+        elif cmd == "act":
             with torch.no_grad():
                 reply = worker.learner.act(torch.from_numpy(payload)).numpy()
         elif cmd == "update":
             reply = worker.update(*payload)
-        elif cmd == "state":
-            reply = worker.learner.state_dict()
+        elif cmd == "save":
+            reply = _save_part(worker, *payload)
         elif cmd == "load":
-            worker.learner.load_state_dict(payload)
-            reply = None
+            reply = _load_part(worker, payload)
         else:  # pragma: no cover - protocol error
             raise RuntimeError(f"unknown request {cmd!r}")
-        comm.send(reply, dest=0, tag=_TAG)
+        _send_obj(comm, reply, 0)
+
+
+def _send_obj(comm, obj, dest: int) -> int:
+    """Pickle ``obj`` and send it to ``dest``; returns the bytes sent."""
+    data = _mpi().pickle.dumps(obj)
+    comm.Send(data, dest=dest, tag=_TAG)
+    return len(data)
+
+
+def _recv_obj(comm, source: int):
+    """(object, bytes received) of the next message from ``source``."""
+    MPI = _mpi()
+    status = MPI.Status()
+    comm.Probe(source=source, tag=_TAG, status=status)
+    buf = bytearray(status.Get_count(MPI.BYTE))
+    comm.Recv(buf, source=source, tag=_TAG)
+    return MPI.pickle.loads(buf), len(buf)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint sets: one part per agent, committed by the world's checkpoint.pt (the manifest, written last)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def part_path(run_dir, agent: int, iteration: int) -> Path:
+    """Where agent ``agent`` writes its part of the checkpoint set of ``iteration``."""
+    return Path(run_dir) / "agents" / f"agent_{agent}" / f"checkpoint_{iteration:08d}.pt"
+
+
+def is_manifest(state) -> bool:
+    """Whether a checkpoint's ``"algo"`` entry is an MPI run's manifest (not an in-process algorithm state)."""
+    return isinstance(state, dict) and state.get("format") == MANIFEST_FORMAT
+
+
+def committed_iteration(run_dir) -> int | None:
+    """The iteration of the checkpoint set ``run_dir/checkpoint.pt`` commits, None before the first."""
+    if not (Path(run_dir) / CHECKPOINT_NAME).exists():
+        return None
+    algo = load_checkpoint(run_dir)["algo"]
+    return int(algo["iteration"]) if is_manifest(algo) else None
+
+
+def _read_part(run_dir, agent: int, n_agents: int, algo: str, iteration: int) -> dict:
+    """Agent ``agent``'s part of the set of ``iteration``, checked to be that part; raises FileNotFoundError."""
+    path = part_path(run_dir, agent, iteration)
+    if not path.exists():
+        raise FileNotFoundError(f"agent {agent}'s part {path} is missing")
+    part = load_state(path)  # tensors and plain data only: a part from elsewhere runs no pickled code
+    got = (part.get("iteration"), part.get("agent"), part.get("n_agents"), part.get("algo"))
+    if got != (iteration, agent, n_agents, algo):
+        raise FileNotFoundError(f"{path} holds (iteration, agent, n_agents, algo) = {got}, "
+                                f"expected {(iteration, agent, n_agents, algo)}")
+    return part
+
+
+def assemble_state(run_dir, manifest: dict) -> dict:
+    """The in-process algorithm state (``{"agents": [...]}``) of the checkpoint set a manifest names (for eval)."""
+    return {"agents": [_read_part(run_dir, i, manifest["n_agents"], manifest["algo"], manifest["iteration"])["learner"]
+                       for i in range(manifest["n_agents"])]}
+
+
+def _save_part(worker, iteration: int, committed: int | None) -> str:
+    """Write this agent's part for ``iteration`` atomically; keep only it and the committed set's part."""
+    state = {"format": MANIFEST_FORMAT, "iteration": iteration, "agent": worker.i, "n_agents": worker.n_agents,
+             "algo": worker.config.algo, "learner": worker.learner.state_dict()}
+    save_state(part_path(worker.run_dir, worker.i, iteration), state)
+    _prune_parts(worker.run_dir, worker.i, keep={iteration, committed})
+    return str(part_path(".", worker.i, iteration))
+
+
+def _load_part(worker, iteration: int) -> str | None:
+    """Load this agent's part of the set of ``iteration``; returns an error message instead of raising."""
+    try:
+        part = _read_part(worker.run_dir, worker.i, worker.n_agents, worker.config.algo, iteration)
+    except FileNotFoundError as exc:
+        return str(exc)
+    worker.learner.load_state_dict(part["learner"])
+    _prune_parts(worker.run_dir, worker.i, keep={iteration})  # newer parts of a set that was never committed
+    return None
+
+
+def _prune_parts(run_dir, agent: int, keep: set) -> None:
+    """Delete this agent's parts of iterations not in ``keep`` and temporary files of interrupted writes."""
+    folder = part_path(run_dir, agent, 0).parent
+    for path in folder.glob("checkpoint_*.pt"):
+        if int(path.stem.split("_")[1]) not in keep:
+            path.unlink(missing_ok=True)
+    for path in folder.glob(".checkpoint_*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def _own_gae(learner: Learner, d: dict, config: TrainConfig):

@@ -23,6 +23,10 @@ def load_trained(run_dir: str | Path):
     state = load_checkpoint(run_dir, required=("algo",))
     venv = make_env_for(config, n_envs=1)
     algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+    from .distributed import assemble_state, is_manifest
+
+    if is_manifest(state["algo"]):  # an MPI run: the agents' parts of the checkpoint set the manifest names
+        state = {**state, "algo": assemble_state(run_dir, state["algo"])}
     restore_algorithm(algo, state, Path(run_dir))
     return config, algo
 

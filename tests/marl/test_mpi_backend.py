@@ -1,6 +1,7 @@
 """Oracle: ``mpiexec -n N+1 python -m marl train --backend mpi`` (a world process and one process per agent) logs the
 same metrics as the in-process run of the same configuration and seed, for I-TRPO and MATRPO; ``--resume`` under
-mpiexec continues it exactly and ``eval`` reads its checkpoint.
+mpiexec continues it exactly from the last complete checkpoint set (one part per agent process, committed by the
+world's manifest) and ``eval`` assembles that set; kill -9 of an agent ends the job with an error naming it.
 
 Equality needs ``stack_value_fits=false``: the stacked value fit is one computation over all agents and equals the
 per-agent fits only up to float32 rounding. Skipped with a reason when mpi4py or mpiexec is missing.
@@ -16,7 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from marl.checkpoint import load_checkpoint, save_state
 from marl.train import train
 from marl_tiny import tiny_config
 
@@ -108,6 +111,50 @@ def test_mpi_bytes_sent_match_the_in_process_float_counts(runs):
             assert float(g[f"comm/bytes_adv_norm_agent_{q}"]) > 0
 
 
+def test_mpi_world_agent_bytes_carry_each_observation_twice_and_each_action_once(runs):
+    """World <-> agent bytes per iteration against the payloads: every step one observation [B, obs_dim] float32 to
+    the agent and one action [B, 1] int64 back (each a pickled message of known size), then the update's rollout
+    slice (the observations again, plus rewards, flags and the joint action) and the agent's diagnostics."""
+    import pickle
+
+    import numpy as np
+
+    from marl.train import load_run_config, make_env_for
+
+    _, got = runs("matrpo_n3_ring_cyclic")
+    config = load_run_config(got)
+    t, b = config.steps_per_env, config.env.n_envs
+    for row in _rows(got):
+        for q, d in enumerate(make_env_for(config).obs_dims):
+            act_in = len(pickle.dumps(("act", np.zeros((b, d), np.float32)), protocol=pickle.HIGHEST_PROTOCOL))
+            act_out = len(pickle.dumps(np.zeros((b, 1), np.int64), protocol=pickle.HIGHEST_PROTOCOL))
+            update_in = float(row[f"comm/bytes_world_to_agent_{q}"]) - t * act_in
+            update_out = float(row[f"comm/bytes_agent_to_world_{q}"]) - t * act_out
+            rollout = 4 * t * b * (d + 1) + 8 * t * b * 3  # observations + rewards (float32), joint action (int64)
+            # the rest: last/final observations, done flags and indices, and the pickled tensors' headers
+            assert rollout < update_in < rollout + 8192, q
+            assert 0 < update_out < 4096, q  # the agent's diagnostics dict
+
+
+def _part(run_dir, agent, iteration):
+    return run_dir / "agents" / f"agent_{agent}" / f"checkpoint_{iteration:08d}.pt"
+
+
+def test_a_committed_set_with_a_missing_part_is_an_error_naming_it(runs, tmp_path):
+    """The MPI run leaves one complete set (the manifest's iteration, one part per agent); with agent 1's part gone,
+    --resume refuses, naming the part, instead of training on a mixed state."""
+    _, got = runs("matrpo_n3_ring_cyclic")
+    manifest = load_checkpoint(got)["algo"]
+    assert manifest["iteration"] == 3 and manifest["n_agents"] == 3
+    assert sorted(p.relative_to(got) for p in got.glob("agents/*/*")) == [_part(Path(), i, 3) for i in range(3)]
+    run = tmp_path / "run"
+    shutil.copytree(got, run)
+    _part(run, 1, 3).unlink()
+    proc = _mpi_train(4, "--resume", str(run), "--steps", "800")
+    assert proc.returncode != 0
+    assert "incomplete: agent 1's part" in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SLOW_CASES))
 def test_mpi_backend_equals_in_process_slow(runs, name):
@@ -116,15 +163,25 @@ def test_mpi_backend_equals_in_process_slow(runs, name):
 
 
 @pytest.mark.slow
-def test_mpi_resume_reproduces_and_eval_reads_the_checkpoint(tmp_path):
-    """Two MPI iterations, then --resume under mpiexec to three: the rows of the uninterrupted in-process run."""
+def test_mpi_resume_uses_the_last_complete_set_and_eval_assembles_it(tmp_path):
+    """Two MPI iterations, then a newer set that never completed (agents 0 and 1 wrote garbage parts for iteration 3,
+    agent 2 none, no manifest), then --resume under mpiexec to three: the rows of the uninterrupted in-process run,
+    and only the new complete set is left."""
     want_dir = tmp_path / "inprocess"
     train(tiny_config("matrpo", *TINY), want_dir, progress=False, tensorboard=False)
-    _ok(_mpi_train(4, "--algo", "matrpo", "--out", str(tmp_path / "mpi"), *_sets(["total_steps=400"])))
-    assert len(_rows(tmp_path / "mpi")) == 2
-    _ok(_mpi_train(4, "--resume", str(tmp_path / "mpi"), "--steps", "600"))
-    _assert_same_rows(_rows(tmp_path / "mpi"), _rows(want_dir))
-    proc = subprocess.run([sys.executable, "-m", "marl", "eval", str(tmp_path / "mpi"), "--episodes", "2"],
+    run = tmp_path / "mpi"
+    _ok(_mpi_train(4, "--algo", "matrpo", "--out", str(run), *_sets(["total_steps=400"])))
+    assert len(_rows(run)) == 2 and load_checkpoint(run)["algo"]["iteration"] == 2
+    for agent in (0, 1):
+        part = torch.load(_part(run, agent, 2), weights_only=False)
+        part["iteration"] = 3
+        for key in part["learner"]["policy"]:
+            part["learner"]["policy"][key].zero_()
+        save_state(_part(run, agent, 3), part)
+    _ok(_mpi_train(4, "--resume", str(run), "--steps", "600"))
+    _assert_same_rows(_rows(run), _rows(want_dir))
+    assert sorted(p.relative_to(run) for p in run.glob("agents/*/*")) == [_part(Path(), i, 3) for i in range(3)]
+    proc = subprocess.run([sys.executable, "-m", "marl", "eval", str(run), "--episodes", "2"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0 and "return" in proc.stdout, proc.stderr
 
@@ -135,24 +192,51 @@ def test_wrong_process_count_is_an_error_not_a_hang(tmp_path):
     assert "needs N+1 = 4 processes" in proc.stdout + proc.stderr
 
 
-def _pid_of_rank(rank, marker):
-    """The pid of the MPI process with PMI_RANK=rank whose command line contains ``marker`` (Linux /proc)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            env = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
-        except (OSError, ValueError):
-            continue
-        if marker in cmd and f"PMI_RANK={rank}" in env and "python" in cmd:
-            return int(proc.name)
-    return None
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the launcher's watch needs Linux pidfds")
+def test_the_launchers_watch_names_the_process_that_ends_first(tmp_path):
+    """Without MPI: three sleeping processes stand for a job's world and agents; the one killed is the one named."""
+    import json
+    import signal
+    import socket
+    import threading
+    import time
+
+    from marl.distributed import _watch_job, lost_process_message
+
+    class Job:  # the running mpiexec, as the watch sees it
+        def poll(self):
+            return None
+
+    started = time.time()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        host = socket.gethostname()
+        entries = [{"rank": r, "host": host, "pid": p.pid} for r, p in enumerate(procs)]
+        (tmp_path / "processes.json").write_text(json.dumps(
+            {"world": entries[0], "agents": [dict(e, agent=r - 1) for r, e in enumerate(entries) if r]}))
+        first = []
+        watch = threading.Thread(target=_watch_job, args=(Job(), tmp_path, started, first), daemon=True)
+        watch.start()
+        time.sleep(0.5)
+        procs[2].send_signal(signal.SIGKILL)
+        watch.join(timeout=30)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert [e["rank"] for e in first] == [2]
+    message = lost_process_message(first[0], 9, tmp_path)
+    assert message.startswith(f"error: agent 1 (rank 2, pid {procs[2].pid} on {host}) stopped first")
+    assert "no checkpoint set was completed" in message
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the agent's pid through /proc")
-def test_kill_9_of_an_agent_ends_the_job_and_the_last_checkpoint_resumes(tmp_path):
-    """kill -9 of agent 1 (rank 2) mid-run ends the whole job promptly (no hang); --resume under mpiexec then
-    reproduces the uninterrupted run (the world's checkpoint holds every agent's state for one iteration)."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher watches the job through Linux pidfds")
+def test_kill_9_of_an_agent_ends_the_job_naming_it_and_the_last_complete_set_resumes(tmp_path):
+    """``python -m marl train --backend mpi`` (which starts mpiexec itself): kill -9 of agent 1 (rank 2) mid-run
+    ends the whole job promptly with an error naming agent 1; the last complete set is whole, and --resume then
+    reproduces the uninterrupted run."""
+    import json
     import signal
     import time
 
@@ -160,16 +244,17 @@ def test_kill_9_of_an_agent_ends_the_job_and_the_last_checkpoint_resumes(tmp_pat
     want = tmp_path / "inprocess"
     train(tiny_config("matrpo", *TINY, *extra), want, progress=False, tensorboard=False)
     out = tmp_path / "mpi"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    job = subprocess.Popen([MPIEXEC, "-n", "4", sys.executable, "-m", "marl", "train", "--backend", "mpi",
-                            "--no-progress", "--algo", "matrpo", "--out", str(out), *_sets(extra)],
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    job = subprocess.Popen([sys.executable, "-m", "marl", "train", "--backend", "mpi", "--no-progress", "--algo",
+                            "matrpo", "--out", str(out), *_sets(extra)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (out / "checkpoint.pt").exists():
             time.sleep(0.2)
-        pid = _pid_of_rank(2, str(out))
-        assert pid is not None and job.poll() is None, "the job ended before it could be killed"
+        assert job.poll() is None, "the job ended before it could be killed"
+        pid = json.loads((out / "processes.json").read_text())["agents"][1]["pid"]
         os.kill(pid, signal.SIGKILL)
         t_kill = time.monotonic()
         output, _ = job.communicate(timeout=120)
@@ -178,6 +263,12 @@ def test_kill_9_of_an_agent_ends_the_job_and_the_last_checkpoint_resumes(tmp_pat
         if job.poll() is None:
             job.kill()
     assert job.returncode != 0, output
-    assert len(_rows(out)) < 8
-    _ok(_mpi_train(4, "--resume", str(out)))
+    assert f"error: agent 1 (rank 2, pid {pid} on" in output, output
+    committed = load_checkpoint(out)["algo"]["iteration"]
+    assert 1 <= committed < 8 and len(_rows(out)) < 8
+    assert f"the last complete checkpoint set is iteration {committed}" in output
+    assert all(_part(out, i, committed).exists() for i in range(3))
+    resumed = subprocess.run([sys.executable, "-m", "marl", "train", "--backend", "mpi", "--no-progress",
+                              "--resume", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    _ok(resumed)
     _assert_same_rows(_rows(out), _rows(want))
