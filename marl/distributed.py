@@ -83,7 +83,7 @@ from consensus_admm import ADMMSettings, Averaging, EdgeConsensus
 from .algos.baselines import _mean_over_agents, _step_metrics
 from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
 from .algos.matrpo import MATRPOAgent, communication_graph
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_state
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
 from .rollout import Rollout
 
