@@ -1,6 +1,7 @@
-"""Whole-loop training throughput (environment steps per second) with the paper's N=3 settings.
+"""Whole-loop training throughput (environment steps per second) with the paper's settings (Table III).
 
-Prints one table: per algorithm/variant, env-steps/s and the time split of an outer iteration (rollout, value fit,
+Two tasks: Cooperative Navigation N=3 (100 ADMM edge activations = 200 local updates per outer iteration) and
+Treasure Collection N=8 (200 activations = 400 local updates). Prints one table per task: per algorithm/variant, env-steps/s and the time split of an outer iteration (rollout, value fit,
 consensus = local updates + exchanges). The "original-like" row switches off the speed levers that are switches, in
 the same run (cold 10-iteration CG for every local solve, double-backward Fisher products, endpoints updated one after
 the other, value networks fitted one agent at a time and before the policy step), so the gain is a ratio measured
@@ -11,8 +12,12 @@ A first line gives two machine-speed references measured in the same run, so tha
 compared: single-thread float32 matrix-product speed (the Fisher products' and line search's kernel) and the cost of
 one small torch operation (what the rollout and the value fit's many small steps pay).
 
-    python benchmarks/train_throughput.py            # 1 warm-up + 3 timed iterations per row
+    python benchmarks/train_throughput.py            # navigation N=3, 1 warm-up + 3 timed iterations per row
     python benchmarks/train_throughput.py --iters 1 --quick
+    python benchmarks/train_throughput.py --task treasure --quick    # Treasure Collection N=8, MATRPO rows
+    python benchmarks/train_throughput.py --task all
+
+Each row's ratio is to the "original-like" row of the same task, measured in the same run.
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ ROWS = {
     "itrpo": ("itrpo", []),
     "ctrpo": ("ctrpo", []),
 }
+
+
+# task -> (title, overrides selecting it; ADMM iterations, delta/N and beta follow from Table III)
+TASKS = {
+    "navigation": ("Cooperative Navigation N=3, 10,000 env-steps per iteration, 100 ADMM iterations (Table III)",
+                   ["env.name=cooperative_navigation", "env.n_agents=3"]),
+    "treasure": ("Treasure Collection N=8, 10,000 env-steps per iteration, 200 ADMM iterations (Table III)",
+                 ["env.name=treasure_collection", "env.n_agents=8"]),
+}
+# Rows measured on Treasure Collection (the navigation table keeps every row above).
+TREASURE_ROWS = ("matrpo (default)", "matrpo original-like", "itrpo", "ctrpo")
 
 
 def measure(algo_name: str, overrides: list[str], iters: int, warmup: int) -> dict[str, float]:
@@ -87,24 +103,31 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3, help="timed outer iterations per row (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (Numba/torch warm-up)")
     parser.add_argument("--quick", action="store_true", help="only the MATRPO rows")
+    parser.add_argument("--task", choices=(*TASKS, "all"), default="navigation",
+                        help="navigation (N=3, default), treasure (N=8) or all")
     args = parser.parse_args()
-    rows = {k: v for k, v in ROWS.items() if not args.quick or k.startswith("matrpo")}
+    tasks = list(TASKS) if args.task == "all" else [args.task]
     gflops, op_us = machine_reference()
-    results = {name: measure(algo, ov, args.iters, args.warmup) for name, (algo, ov) in rows.items()}
+    tables = {}
+    for task in tasks:
+        rows = {k: v for k, v in ROWS.items() if (not args.quick or k.startswith("matrpo"))
+                and (task == "navigation" or k in TREASURE_ROWS)}
+        tables[task] = {name: measure(algo, TASKS[task][1] + ov, args.iters, args.warmup)
+                        for name, (algo, ov) in rows.items()}
     gflops_after, op_us_after = machine_reference()
-    base = results.get("matrpo original-like")
-    print("Cooperative Navigation N=3, 10,000 env-steps per iteration, 100 ADMM iterations (Table III), "
-          f"median of {args.iters} iterations after {args.warmup} warm-up")
     print("value fit: seconds the value regression took; with concurrent_value_fit (default) it runs alongside the "
           "policy step, so the columns do not add up to the iteration")
     print(f"machine reference (1 thread, before / after the rows): matmul {gflops:.0f} / {gflops_after:.0f} GFLOP/s, "
           f"small op {op_us:.1f} / {op_us_after:.1f} us")
-    print(f"{'row':28s} {'steps/s':>9s} {'vs orig-like':>12s} {'iter s':>7s} {'rollout':>8s} {'value fit':>9s} "
-          f"{'consensus':>9s}")
-    for name, r in results.items():
-        ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
-        print(f"{name:28s} {r['steps_per_s']:9.0f} {ratio:11.2f}x {r['total']:7.2f} {r['rollout']:8.2f} "
-              f"{r['value_fit']:9.2f} {r['consensus']:9.2f}")
+    for task, results in tables.items():
+        base = results.get("matrpo original-like")
+        print(f"\n{TASKS[task][0]}, median of {args.iters} iterations after {args.warmup} warm-up")
+        print(f"{'row':36s} {'steps/s':>9s} {'vs orig-like':>12s} {'iter s':>7s} {'rollout':>8s} {'value fit':>9s} "
+              f"{'consensus':>9s}")
+        for name, r in results.items():
+            ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
+            print(f"{name:36s} {r['steps_per_s']:9.0f} {ratio:11.2f}x {r['total']:7.2f} {r['rollout']:8.2f} "
+                  f"{r['value_fit']:9.2f} {r['consensus']:9.2f}")
 
 
 if __name__ == "__main__":
