@@ -5,8 +5,9 @@ Treasure Collection N=8 (200 activations = 400 local updates). Prints one table 
 env-steps/s and the time split of an outer iteration (rollout, value fit, consensus = local updates + exchanges). The
 "original-like" row switches off the speed levers that are switches, in the same run (cold 10-iteration CG for every
 local solve, double-backward Fisher products, endpoints updated one after the other, value networks fitted one agent
-at a time and before the policy step), so the gain is a ratio measured under the same machine load. Levers that change no decision and have no switch stay on in every row: the KL-first
-chunked line search and J^T w on cached activations.
+at a time and before the policy step), so the gain is a ratio measured under the same machine load. Levers that
+change no decision and have no switch stay on in every row: the KL-first chunked line search, J^T w on cached
+activations, and (F4')'s in-place activation factors and reused work buffer.
 
 A first line gives two machine-speed references measured in the same run, so that tables from different days can be
 compared: single-thread float32 matrix-product speed (the Fisher products' and line search's kernel) and the cost of
