@@ -61,6 +61,7 @@ Departures
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -241,6 +242,7 @@ class _Chain:
         others = [i for i in range(len(theta)) if i not in chain_idx]
         self = cls()
         self.layers, self.y, self.theta, self.others = layers, y, theta, others
+        self._local = threading.local()
         # The common tail is a reshape of y (e.g. logits [B, heads * actions] -> [B, heads, actions]): then J_tail is
         # the identity on the flat buffer and both tail products are views, with no autograd call per product.
         self.view_tail = not others and len(outs) == 1 and _is_view_of(outs[0], y)
@@ -259,7 +261,8 @@ class _Chain:
 
     def fvp(self, v: Tensor, old: Distribution, scale: float) -> Tensor:
         parts = unflatten(v, self.theta)
-        # (F2') tangent of y
+        # (F2') tangent of y. Every intermediate is a fresh tensor owned here, so the activation factors are applied
+        # in place (same operations and rounding as out of place, without a new [M, width] buffer per layer).
         t = None
         for layer in self.layers:
             if layer[0] == "linear":
@@ -271,14 +274,14 @@ class _Chain:
                     new = parts[ib].expand(x.shape[0], -1) if new is None else new.add_(parts[ib])
                 t = new
             elif t is not None and layer[1] is not None:
-                t = t * layer[1]
+                t = t * layer[1] if t._base is not None or not t.is_contiguous() else t.mul_(layer[1])
         if t is None:
             t = torch.zeros_like(self.y)
-        tangents = [torch.zeros_like(z) for z in self.outs_all]
         if self.view_tail:
             (i,) = self.used
-            tangents[i] = t.view(self.outs_all[i].shape)
+            tangents = [t.view(z.shape) if k == i else torch.zeros_like(z) for k, z in enumerate(self.outs_all)]
         else:
+            tangents = [torch.zeros_like(z) for z in self.outs_all]
             tangents_in = [t] + [parts[i] for i in self.others]
             # (F2) through the tail
             jz = torch.autograd.grad([g for _, g in self.gt], self.u,
@@ -302,8 +305,24 @@ class _Chain:
             grads[i] = back[k + 1]
         return self._backward(back[0], grads)
 
+    def _buffer(self, key: int, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
+        """A reusable [rows, cols] work buffer of this thread (a fresh [10,000 x 128] result per call was slower)."""
+        cache = self._local.__dict__.setdefault("buffers", {})
+        buf = cache.get(key)
+        if buf is None or buf.shape != (rows, cols) or buf.dtype != dtype:
+            buf = cache[key] = torch.empty(rows, cols, dtype=dtype)
+        return buf
+
     def _backward(self, g: Tensor, grads: list) -> Tensor:
-        """(F4') through the chain, from g = J_tail^T w at y; ``grads`` already holds the non-chain parameters'."""
+        """(F4') through the chain, from g = J_tail^T w at y; ``grads`` already holds the non-chain parameters'.
+
+        The activation factors are applied in place once g is a buffer made here (from the first product g W on;
+        the caller's cotangent is never written), and g W goes into this thread's reused work buffer. Same
+        operations on equally aligned memory, so the same rounding as the plain out-of-place form (tested bit for
+        bit; MKL's rounding can depend on alignment, so the gradients are not written into unaligned slices of one
+        flat vector but concatenated).
+        """
+        owned = False
         for pos in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[pos]
             if layer[0] == "linear":
@@ -313,12 +332,13 @@ class _Chain:
                 if ib is not None:
                     grads[ib] = g.sum(0)
                 if pos > 0:
-                    g = g @ w
+                    g = torch.mm(g, w, out=self._buffer(pos, g.shape[0], w.shape[1], g.dtype))
+                    owned = True
             elif layer[1] is not None:
-                g = g * layer[1]
+                g = g.mul_(layer[1]) if owned else g * layer[1]
+                owned = True
         return torch.cat([(gr if gr is not None else torch.zeros_like(p)).reshape(-1)
                           for gr, p in zip(grads, self.theta)])
-
 
 
 class FisherVectorProduct:
