@@ -30,7 +30,7 @@ from numba import njit
 
 @njit(cache=True)
 def coordinate_descent(hmat_i, s, rhs, l1, lo, hi, x, hx, tol, max_iter):
-    """Minimise 0.5 x'(H + sI)x - rhs'x + l1|x|_1 on [lo, hi] in place on x (objectives (P5))."""
+    """Minimise 0.5 x'(H + sI)x - rhs'x + sum_k l1_k |x_k| on [lo, hi] in place on x (objectives (P5))."""
     n = x.shape[0]
     for k in range(n):
         acc = 0.0
@@ -42,7 +42,7 @@ def coordinate_descent(hmat_i, s, rhs, l1, lo, hi, x, hx, tol, max_iter):
         for k in range(n):
             hkk = hmat_i[k, k] + s
             r = rhs[k] - hx[k] + hkk * x[k]
-            a = abs(r) - l1
+            a = abs(r) - l1[k]
             new = 0.0
             if a > 0:
                 new = (a if r > 0 else -a) / hkk
@@ -75,7 +75,7 @@ def prox_node(i, s, v, out, kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmoo
     elif kind == 1:  # (P3), separable with l1 and box
         for k in range(dim):
             r = g[i, k] + s * v[k]
-            a = abs(r) - l1[i]
+            a = abs(r) - l1[i, k]
             val = 0.0
             if a > 0:
                 val = a if r > 0 else -a

@@ -104,7 +104,9 @@ B. Stellato et al., "OSQP: an operator splitting solver for quadratic programs",
 from __future__ import annotations
 
 import math
+import numbers
 import time
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -113,12 +115,14 @@ from . import _kernels as K
 from ._problem import Problem
 from .edge import EdgeStream, as_generator
 from .graphs import GraphArrays, graph_arrays
+from .precondition import Preconditioner, local_statistics, mean_statistics, preconditioner
 from .results import ADMMHistory, ADMMResult, ADMMStatus, SolverState
 from .settings import ADMMSettings
 
 __all__ = [
     "solve",
     "initial_penalty",
+    "problem_preconditioner",
     "x_update",
     "z_update",
     "dual_update",
@@ -127,7 +131,8 @@ __all__ = [
     "should_stop",
 ]
 
-DIVERGENCE_THRESHOLD = 1e30
+# DIVERGED when max |x| exceeds this factor times its size at the first check (or 1, or the warm start's size).
+DIVERGENCE_FACTOR = 1e30
 _MAX_TICKS_PER_CALL = 1 << 20
 
 
@@ -211,12 +216,34 @@ def adapt_penalty(rho, r, s, x_scale, lam_scale, settings: ADMMSettings) -> floa
 
 
 def initial_penalty(problem: Problem, ga: GraphArrays, method: str) -> float:
-    """(H1): rho_0 from the agents' curvature scale and the Laplacian's extreme nonzero eigenvalues."""
+    """(H1): rho_0 from the agents' mean curvature and the Laplacian's extreme nonzero eigenvalues."""
     kappa = problem.curvature_scale()
     if method == "star":
         return kappa
     lam2, lamn = ga.laplacian_eigenvalues
     return 2.0 * kappa / math.sqrt(lam2 * lamn)
+
+
+def problem_preconditioner(problem: Problem, ga: GraphArrays, settings: ADMMSettings) -> Preconditioner | None:
+    """(H3): the preconditioner of :mod:`consensus_admm.precondition` from the agents' curvature statistics, or
+    None (use (H1), no scaling) when preconditioning is off or some agent reports no curvature."""
+    if settings.preconditioning == "none":
+        return None
+    stats = mean_statistics([local_statistics(o, problem.dim) for o in problem.objectives])
+    if stats is None:
+        return None
+    eigs = ga.laplacian_eigenvalues if settings.method != "star" else (1.0, 1.0)
+    return preconditioner(stats, eigs, settings.method, scalable=problem.scalable)
+
+
+def _residuals(runner, settings: ADMMSettings, scale):
+    """(R1)-(R4) in the original units (x = scale * y, lam_x = lam_y / scale) and in the scaled ones (for (H2))."""
+    x, z, dz, lam, edges = runner.residual_inputs()
+    in_scaled = residuals(x, z, dz, lam, runner.rho, settings.eps_abs, settings.eps_rel, edges=edges)
+    if scale is None:
+        return in_scaled, in_scaled
+    return residuals(x * scale, z * scale, dz / scale, lam / scale, runner.rho, settings.eps_abs,
+                     settings.eps_rel, edges=edges), in_scaled
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,11 +287,10 @@ class _NodeRunner(_GraphRunner):
                 n, self.x, self.lam, self.rho, ga.indptr, ga.indices, ga.degree, self._prox)
         self.n_iter += n
 
-    def residuals(self):
+    def residual_inputs(self):
         e = self.ga.edges
         z = 0.5 * (self.x[e[:, 0]] + self.x[e[:, 1]])
-        dz_sum = self.ga.degree[:, None] * (self.zbar - self.zbar_prev)
-        return residuals(self.x, z, dz_sum, self.lam, self.rho, self.st.eps_abs, self.st.eps_rel, edges=e)
+        return self.x, z, self.ga.degree[:, None] * (self.zbar - self.zbar_prev), self.lam, e
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.lam)))
@@ -337,9 +363,8 @@ class _EdgeRunner(_GraphRunner):
         self._ticks(per_iter)
         self.n_iter += n
 
-    def residuals(self):
-        return residuals(self.x, self.z, self.S - self.S_snap, self.Lam, self.rho, self.st.eps_abs,
-                         self.st.eps_rel, edges=self.ga.edges)
+    def residual_inputs(self):
+        return self.x, self.z, self.S - self.S_snap, self.Lam, self.ga.edges
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.z)) and np.all(np.isfinite(self.lam)))
@@ -383,9 +408,8 @@ class _StarRunner:
                                                                   self.st.alpha, self._prox)
         self.n_iter += n
 
-    def residuals(self):
-        return residuals(self.x, self.zc, self.zc - self.zc_prev, self.rho * self.u, self.rho, self.st.eps_abs,
-                         self.st.eps_rel)
+    def residual_inputs(self):
+        return self.x, self.zc, self.zc - self.zc_prev, self.rho * self.u, None
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.u)) and np.all(np.isfinite(self.zc)))
@@ -421,16 +445,22 @@ def _edge_duals_from_aggregate(lam_agg, ga: GraphArrays):
     return np.stack([lam_e, -lam_e], axis=1)
 
 
-def _initial_state(warm_start, ga: GraphArrays, dim, dtype):
-    """Return (x0, lam_agg0 or None, z0 or None, edge_duals0 or None, penalty or None)."""
+def _initial_state(warm_start, ga: GraphArrays, dim, dtype, settings: ADMMSettings):
+    """Return (x0, lam_agg0 or None, z0 or None, edge_duals0 or None, penalty or None), in the original units."""
     n, m = ga.n_agents, ga.n_edges
     if warm_start is None:
         return np.zeros((n, dim), dtype), None, None, None, None
-    get = (lambda k: getattr(warm_start, k, None)) if not isinstance(warm_start, dict) else warm_start.get
-    if isinstance(warm_start, dict):
+    if isinstance(warm_start, Mapping):
         unknown = sorted(set(warm_start) - {"x", "dual", "edge_z", "edge_duals", "penalty"})
         if unknown:
             raise ValueError(f"unknown warm_start keys {unknown}; use x, dual, edge_z, edge_duals, penalty")
+        get = warm_start.get
+    elif isinstance(warm_start, ADMMResult):
+        def get(key):
+            return getattr(warm_start, key)
+    else:
+        raise TypeError("warm_start must be None, an ADMMResult or a dict with keys x, dual, edge_z, edge_duals, "
+                        f"penalty; got {type(warm_start).__name__}")
     x = get("x")
     x0 = np.zeros((n, dim), dtype) if x is None else _array("x", x, (n, dim), dtype)
     dual = get("dual")
@@ -440,7 +470,13 @@ def _initial_state(warm_start, ga: GraphArrays, dim, dtype):
     ed = get("edge_duals")
     ed = None if ed is None else _array("edge_duals", ed, (m, 2, dim), dtype)
     pen = get("penalty")
-    return x0, lam, ez, ed, (None if pen is None else float(pen))
+    if pen is not None:
+        if isinstance(pen, bool) or not isinstance(pen, numbers.Real) or not (
+                settings.penalty_min <= float(pen) <= settings.penalty_max):
+            raise ValueError(f"warm_start penalty must be a real number in [penalty_min, penalty_max] = "
+                             f"[{settings.penalty_min}, {settings.penalty_max}], got {pen!r}")
+        pen = float(pen)
+    return x0, lam, ez, ed, pen
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -505,23 +541,36 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
     if schedule is not None and settings.method != "async":
         raise ValueError("schedule replay applies to method='async' only")
     dim, dtype = problem.dim, np.float64
-    x0, lam0, ez0, ed0, pen0 = _initial_state(warm_start, ga, dim, dtype)
-    rho = settings.penalty if settings.penalty is not None else (
-        pen0 if pen0 is not None else initial_penalty(problem, ga, settings.method))
-    rho = min(max(float(rho), settings.penalty_min), settings.penalty_max)
-    rho_init = rho
+    x0, lam0, ez0, ed0, pen0 = _initial_state(warm_start, ga, dim, dtype, settings)
     rng = as_generator(seed)
+    prec = problem_preconditioner(problem, ga, settings)
+    scale = prec.scale if prec is not None and prec.scaled else None
+    if settings.penalty is not None or pen0 is not None:
+        rho = settings.penalty if settings.penalty is not None else pen0
+    else:
+        rho = prec.penalty if prec is not None else initial_penalty(problem, ga, settings.method)
+        rho = min(max(float(rho), settings.penalty_min), settings.penalty_max)
+    rho_init = rho
+    x_ref = max(1.0, float(np.max(np.abs(x0))))
+    if scale is not None:  # the solver runs on y = x / scale, lam_y = scale * lam_x
+        problem_y = problem.scaled(scale)
+        x0 = x0 / scale
+        lam0 = None if lam0 is None else lam0 * scale
+        ez0 = None if ez0 is None else ez0 / scale
+        ed0 = None if ed0 is None else ed0 * scale
+    else:
+        problem_y = problem
 
     if settings.method == "star":
         y0 = np.zeros((ga.n_agents, dim)) if lam0 is None else lam0 - lam0.mean(axis=0)
-        runner = _StarRunner(problem, ga, settings, rho, x0, y0)
+        runner = _StarRunner(problem_y, ga, settings, rho, x0, y0)
     elif not settings.uses_edge_kernel:
         if lam0 is None and ed0 is not None:
             lam0 = np.zeros((ga.n_agents, dim))
             np.add.at(lam0, ga.edges[:, 0], ed0[:, 0])
             np.add.at(lam0, ga.edges[:, 1], ed0[:, 1])
         lam0 = np.zeros((ga.n_agents, dim)) if lam0 is None else lam0 - lam0.mean(axis=0)
-        runner = _NodeRunner(problem, ga, settings, rho, x0, np.ascontiguousarray(lam0))
+        runner = _NodeRunner(problem_y, ga, settings, rho, x0, np.ascontiguousarray(lam0))
     else:
         if ed0 is None:
             ed0 = np.zeros((ga.n_edges, 2, dim)) if lam0 is None else _edge_duals_from_aggregate(lam0, ga)
@@ -529,7 +578,7 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
             ez0 = 0.5 * (x0[ga.edges[:, 0]] + x0[ga.edges[:, 1]])
         stream = EdgeStream(rng, ga.n_edges, settings.schedule, settings.edge_probabilities, settings.drop_prob,
                             replay=schedule)
-        runner = _EdgeRunner(problem, ga, settings, rho, x0, np.ascontiguousarray(ez0),
+        runner = _EdgeRunner(problem_y, ga, settings, rho, x0, np.ascontiguousarray(ez0),
                              np.ascontiguousarray(ed0), stream, settings.method == "async")
     setup_time = time.perf_counter() - t_start
 
@@ -541,29 +590,34 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
     k = 0
     r = s = eps_pri = eps_dual = float("nan")
     ci, ai = settings.check_interval, settings.adaptive_penalty_interval
+    unscale = (lambda y: y) if scale is None else (lambda y: y * scale)
+    first_check = True
     while k < settings.max_iter:
         nxt = min((k // ci + 1) * ci, settings.max_iter)
         if settings.adaptive_penalty:
             nxt = min(nxt, (k // ai + 1) * ai)
         runner.run(nxt - k)
         k = nxt
-        res = runner.residuals()
+        res, res_y = _residuals(runner, settings, scale)
         r, s, eps_pri, eps_dual = res.r, res.s, res.eps_pri, res.eps_dual
         if not runner.finite() or not (math.isfinite(r) and math.isfinite(s)) or \
-                float(np.max(np.abs(runner.x))) > DIVERGENCE_THRESHOLD:
+                res.x_scale > DIVERGENCE_FACTOR * x_ref:
             status, message = ADMMStatus.DIVERGED, f"non-finite or exploding iterates at iteration {k}"
             break
+        if first_check:
+            x_ref, first_check = max(x_ref, res.x_scale), False
         if k % ci == 0 or k == settings.max_iter:
-            cons = _consensus_error(runner.x)
+            x_now = unscale(runner.x)
+            cons = _consensus_error(x_now)
             if settings.record_history:
                 for key, val in (("iteration", k), ("primal_residual", r), ("dual_residual", s),
                                  ("eps_primal", eps_pri), ("eps_dual", eps_dual), ("consensus_error", cons),
-                                 ("objective", problem.value(np.broadcast_to(runner.x.mean(0), runner.x.shape))),
+                                 ("objective", problem.value(np.broadcast_to(x_now.mean(0), x_now.shape))),
                                  ("penalty", runner.rho)):
                     hist[key].append(val)
             if callback is not None:
                 try:
-                    callback(SolverState(k, runner.x.copy(), r, s, eps_pri, eps_dual, cons, runner.rho))
+                    callback(SolverState(k, x_now.copy(), r, s, eps_pri, eps_dual, cons, runner.rho))
                 except StopIteration:
                     status, message = ADMMStatus.STOPPED, f"callback raised StopIteration at iteration {k}"
                     break
@@ -571,7 +625,7 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            new = adapt_penalty(runner.rho, r, s, res.x_scale, res.lam_scale, settings)
+            new = adapt_penalty(runner.rho, res_y.r, res_y.s, res_y.x_scale, res_y.lam_scale, settings)
             if new != runner.rho:
                 runner.set_penalty(new)
                 n_updates += 1
@@ -583,9 +637,13 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
             status, message = ADMMStatus.MAX_ITER, f"max_iter={settings.max_iter} reached"
     solve_time = time.perf_counter() - t_solve
 
-    x = runner.x.copy()
+    x = unscale(runner.x.copy())
     consensus = x.mean(axis=0)
     extras = runner.extras()
+    if scale is not None:  # back to the original units
+        extras["dual"] = extras["dual"] / scale
+        if extras["edge_z"] is not None:
+            extras["edge_z"], extras["edge_duals"] = extras["edge_z"] * scale, extras["edge_duals"] / scale
     msgs, floats, per_edge = runner.comm()
     history = None
     if settings.record_history:
@@ -601,7 +659,8 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
         n_iter=k, n_activations=int(extras["n_activations"]), n_penalty_updates=n_updates, penalty=runner.rho,
         initial_penalty=rho_init,
         messages_per_node=msgs, floats_per_node=floats, messages_per_edge=per_edge,
-        setup_time=setup_time, solve_time=solve_time, history=history, schedule=extras.get("schedule"),
+        setup_time=setup_time, solve_time=solve_time, scale=np.ones(dim) if scale is None else scale.copy(),
+        history=history, schedule=extras.get("schedule"),
     )
 
 
