@@ -61,8 +61,10 @@ Edge form (Boyd §3.3 applied to (C); sync uses z_e = (x_i + x_j)/2):
 
 Star: r = max_i ||x_i - z||_inf, s = rho ||z^{k+1} - z^k||_inf, eps_pri as (R3) with z, eps_dual with y = rho u.
 The run stops with SOLVED when r <= eps_pri and s <= eps_dual at a check (every ``check_interval`` iterations);
-at ``max_iter`` it reports SOLVED_INACCURATE if the test holds with both tolerances x10, else MAX_ITER. DIVERGED:
-a non-finite value or ``max |x| > 1e30``. STOPPED: the callback raised StopIteration.
+at ``max_iter`` it reports SOLVED_INACCURATE if the test holds with both tolerances x10 (``success`` is False:
+inaccurate is not solved), else MAX_ITER. DIVERGED: a non-finite value, or max |x| more than 1e30 times its size at
+the first check (at least 1 and the warm start's size), so the cut-off follows the problem's scale. STOPPED: the
+callback raised StopIteration.
 
 Penalty
 -------
@@ -600,12 +602,12 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
         k = nxt
         res, res_y = _residuals(runner, settings, scale)
         r, s, eps_pri, eps_dual = res.r, res.s, res.eps_pri, res.eps_dual
+        if first_check:  # the problem's own scale: the iterates' size after the first check_interval steps
+            x_ref, first_check = max(x_ref, res.x_scale), False
         if not runner.finite() or not (math.isfinite(r) and math.isfinite(s)) or \
                 res.x_scale > DIVERGENCE_FACTOR * x_ref:
             status, message = ADMMStatus.DIVERGED, f"non-finite or exploding iterates at iteration {k}"
             break
-        if first_check:
-            x_ref, first_check = max(x_ref, res.x_scale), False
         if k % ci == 0 or k == settings.max_iter:
             x_now = unscale(runner.x)
             cons = _consensus_error(x_now)
