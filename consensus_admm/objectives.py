@@ -9,6 +9,10 @@ attribute, unless another agent's built-in objective fixes the dimension) works 
 calls it from Python once per agent update; the MATRPO-style opaque local solver plugs in the same way, or drives
 :class:`consensus_admm.EdgeConsensus` directly.
 
+Two optional methods let a user objective take part in preconditioning (:mod:`consensus_admm.precondition`):
+``hessian() -> (dim, dim)`` (its curvature, e.g. at a typical point) and ``scaled(d)`` (the objective
+y -> f(d * y)); without them the solver uses no scaling. All built-ins have both.
+
 Built-ins (all are the *composite quadratic* family, plus logistic regression)
 -----------------------------------------------------------------------------
 The built-ins except :class:`LogisticRegression` are instances of

@@ -66,9 +66,23 @@ inaccurate is not solved), else MAX_ITER. DIVERGED: a non-finite value, or max |
 the first check (at least 1 and the warm start's size), so the cut-off follows the problem's scale. STOPPED: the
 callback raised StopIteration.
 
+Preconditioning (default, ``preconditioning="curvature"``; :mod:`consensus_admm.precondition`)
+---------------------------------------------------------------------------------------------
+The agents average curvature statistics (diag(H_i) and, for n <= 1024, H_i) -- one average consensus, no central
+node -- and all evaluate :func:`consensus_admm.precondition.preconditioner` on the average: a diagonal scale d
+(Jacobi equilibration of the mean Hessian, applied when its diagonal spans more than 10x) and
+
+    rho_0 = 2 sqrt(mu L) / sqrt(lambda_2 lambda_N) (sync, async),   rho_0 = sqrt(mu L) (star),           (H3)
+
+mu, L the extreme eigenvalues of the scaled mean Hessian. ADMM then runs on y = x / d (objectives y -> f_i(d y),
+their ``scaled(d)``); iterates, duals and residuals are reported in the original units (x = d y, lam_x = lam_y / d),
+so the stopping test (R1)-(R4) is OSQP's unscaled one, while (H2) balances the scaled residuals. ``penalty`` and
+the reported ``penalty`` are rho of y. Objectives without curvature information (a user prox without
+``hessian()``) fall back to (H1) with no scaling; ``preconditioning="none"`` is the behaviour before (H3).
+
 Penalty
 -------
-Initial (``penalty=None``): with kappa = geometric mean over agents of the mean Hessian eigenvalue
+Initial with ``preconditioning="none"`` (``penalty=None``): with kappa = geometric mean over agents of the mean Hessian eigenvalue
 trace(H_i)/n of the smooth part (objectives (P2); logistic: at x = 0; 1 if unknown) and lambda_2, lambda_N the
 extreme nonzero Laplacian eigenvalues,
 
@@ -499,16 +513,17 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
         Connected, undirected, simple, >= 2 nodes; labels may be any hashables (rows of ``result.x`` follow
         ``result.nodes``).
     settings : ADMMSettings, optional
-    seed : int, numpy Generator or None
+        Defaults precondition the problem (see "Preconditioning" in the module docstring).
+    seed : int >= 0, numpy Generator or None
         Seeds the async schedule and message drops (sync and star without drops are deterministic anyway).
     callback : callable(SolverState) -> None, optional
         Called at each stopping check; raising StopIteration ends the run with status STOPPED.
     warm_start : ADMMResult or dict with optional keys x (N, n), dual (N, n) aggregate duals, edge_z (M, n),
         edge_duals (M, 2, n), penalty
-        Initial primal/dual values (e.g. a previous result). Aggregate duals are projected to sum zero.
-        ``penalty`` is used when ``settings.penalty`` is None.
-    schedule : 1-D int array, optional
-        Replay a recorded async schedule (``ADMMResult.schedule``) instead of drawing one.
+        Initial primal/dual values in the original units (e.g. a previous result). Aggregate duals are projected
+        to sum zero. ``penalty`` (in [penalty_min, penalty_max]) is used when ``settings.penalty`` is None.
+    schedule : 1-D integer array, optional
+        Replay a recorded async schedule (``ADMMResult.schedule``) instead of drawing one (floats are refused).
 
     Returns
     -------
