@@ -195,7 +195,7 @@ def bench_async(n_agents=64, dim=16, n_ticks=500_000, quick=False, end_to_end=Tr
 def make_graph(kind: str, n: int, seed: int) -> nx.Graph:
     if kind == "ring":
         return nx.cycle_graph(n)
-    p = {"ER(0.2)": 0.2, "ER(0.5)": 0.5}[kind]
+    p = float(kind.removeprefix("ER(").removesuffix(")"))  # "ER(0.2)": Erdos-Renyi G(n, 0.2), redrawn until connected
     s = seed
     while True:
         g = nx.erdos_renyi_graph(n, p, seed=s)
