@@ -7,6 +7,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["ADMMSettings", "METHODS", "SCHEDULES", "PRECONDITIONINGS"]
 
 METHODS = ("sync", "async", "star")
@@ -130,8 +132,10 @@ class ADMMSettings:
                                             high_open=True))
         put(self, "inner_max_iter", _check_int("inner_max_iter", self.inner_max_iter, 1))
         for name in ("adaptive_penalty", "record_history", "record_schedule"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"ADMMSettings.{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"ADMMSettings.{name} must be True or False, got {type(value).__name__}")
+            put(self, name, bool(value))
         if self.edge_probabilities is not None:
             if isinstance(self.edge_probabilities, (str, bytes)) or not hasattr(self.edge_probabilities, "__len__"):
                 raise TypeError("ADMMSettings.edge_probabilities must be a sequence of reals, one per edge")

@@ -444,7 +444,10 @@ class _StarRunner:
 
 
 def _array(name, value, shape, dtype):
-    arr = np.array(value, dtype=dtype)
+    try:
+        arr = np.array(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"warm_start {name} must be a real array of shape {shape}: {exc}") from None
     if arr.shape != shape:
         raise ValueError(f"warm_start {name} must have shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):

@@ -54,6 +54,8 @@ BAD = [
     (lambda: run(warm_start={"penalty": "2"}), ValueError, r"warm_start penalty must be a real number in.*'2'"),
     (lambda: run(warm_start={"x": np.zeros((3, 2))}), ValueError, r"warm_start x must have shape \(4, 2\)"),
     (lambda: run(warm_start={"dual": np.full((4, 2), np.inf)}), ValueError, r"warm_start dual must be finite"),
+    (lambda: run(warm_start={"x": "abc"}), ValueError, r"warm_start x must be a real array of shape \(4, 2\)"),
+    (lambda: ADMMSettings(record_history=1), TypeError, r"ADMMSettings.record_history must be True or False, got int"),
     (lambda: run(warm_start={"rho": 1.0}), ValueError, r"unknown warm_start keys \['rho'\]"),
     # replayed schedules: integer edge ids only (floats are refused, not truncated), in range, 1-D
     (lambda: async_run(schedule=np.array([0.0, 1.5] * 4)), TypeError,
@@ -77,6 +79,7 @@ def test_bad_input_raises_a_clear_error(call, exc, message):
     (dict(check_interval=np.int32(5)), "check_interval", 5),
     (dict(alpha=np.float64(1.5)), "alpha", 1.5),
     (dict(eps_abs=np.float32(0.0)), "eps_abs", 0.0),
+    (dict(record_history=np.bool_(True)), "record_history", True),
 ])
 def test_numpy_scalars_are_accepted_as_python_numbers(kwargs, field, expected):
     value = getattr(ADMMSettings(**kwargs), field)
