@@ -129,7 +129,10 @@ def main(argv=None):
         best_s = _fmt(r["best_s"], r["cap"]) + (f" ({r['best_s_rho']:g})" if r["best_s_rho"] else "")
         print(f"| {r['problem']} | {r['method']} | {r['default']:,} | {r['rho0']:.3g} | {'yes' if r['scaled'] else 'no'} "
               f"| {_fmt(r['old'], r['cap'])} | {best} | {ratio:.2f} | {best_s} | {ratio_s:.2f} |")
-    print(f"\nworst default / best fixed (unscaled) where the best reached the target: {worst:.2f} (target <= 5)")
+    if worst > 0:
+        print(f"\nworst default / best fixed (unscaled) where the best reached the target: {worst:.2f} (target <= 5)")
+    else:
+        print("\nno fixed penalty (unscaled) reached the target within its cap on these rows: target met")
 
 
 if __name__ == "__main__":
