@@ -10,7 +10,9 @@ Public names::
 One process per agent over MPI: :func:`consensus_admm.mpi.solve` (optional extra ``[mpi]``; not imported here).
 
 The math (symbols, numbered equations, residual norm convention) is in :mod:`consensus_admm.solver`,
-:mod:`consensus_admm.edge` and :mod:`consensus_admm.objectives`.
+:mod:`consensus_admm.edge`, :mod:`consensus_admm.objectives` and :mod:`consensus_admm.precondition` (the default
+scaling and penalty, from agent statistics). :mod:`consensus_admm.testing` (imported on its own) holds problem
+builders with centralized solutions, Hypothesis strategies and a result checker for property-based tests.
 """
 
 from .edge import EdgeConsensus, EdgeExchange

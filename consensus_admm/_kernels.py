@@ -30,7 +30,7 @@ from numba import njit
 
 @njit(cache=True)
 def coordinate_descent(hmat_i, s, rhs, l1, lo, hi, x, hx, tol, max_iter):
-    """Minimise 0.5 x'(H + sI)x - rhs'x + l1|x|_1 on [lo, hi] in place on x (objectives (P5))."""
+    """Minimise 0.5 x'(H + sI)x - rhs'x + sum_k l1_k |x_k| on [lo, hi] in place on x (objectives (P5))."""
     n = x.shape[0]
     for k in range(n):
         acc = 0.0
@@ -42,7 +42,7 @@ def coordinate_descent(hmat_i, s, rhs, l1, lo, hi, x, hx, tol, max_iter):
         for k in range(n):
             hkk = hmat_i[k, k] + s
             r = rhs[k] - hx[k] + hkk * x[k]
-            a = abs(r) - l1
+            a = abs(r) - l1[k]
             new = 0.0
             if a > 0:
                 new = (a if r > 0 else -a) / hkk
@@ -75,7 +75,7 @@ def prox_node(i, s, v, out, kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmoo
     elif kind == 1:  # (P3), separable with l1 and box
         for k in range(dim):
             r = g[i, k] + s * v[k]
-            a = abs(r) - l1[i]
+            a = abs(r) - l1[i, k]
             val = 0.0
             if a > 0:
                 val = a if r > 0 else -a
@@ -107,18 +107,43 @@ def prox_node(i, s, v, out, kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmoo
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always")
+def _neighbour_rows(cur, indptr, indices, i, zero, rest):
+    """(S2) without a pass per neighbour: return two rows whose sum is sum_{j in N_i} x_j -- the two neighbours'
+    own rows when d_i = 2 (a ring: no extra pass), (x_j, ``zero``) when d_i = 1, and (``rest``, ``zero``) with
+    ``rest`` = x_j0 + x_j1 + x_j2 + ... summed in one pre-pass when d_i >= 3."""
+    a = indptr[i]
+    d = indptr[i + 1] - a
+    c0 = cur[indices[a]]
+    if d == 1:
+        return c0, zero
+    c1 = cur[indices[a + 1]]
+    if d == 2:
+        return c0, c1
+    c2 = cur[indices[a + 2]]
+    for k in range(rest.shape[0]):
+        rest[k] = c0[k] + c1[k] + c2[k]
+    for jj in range(a + 3, indptr[i + 1]):
+        cj = cur[indices[jj]]
+        for k in range(rest.shape[0]):
+            rest[k] += cj[k]
+    return rest, zero
+
+
 @njit(cache=True)
 def sync_node_run(n_iter, x, lam, xbuf, zbar_prev, zbar, rho, indptr, indices, degree,
                   kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth, inner_tol, inner_max):
     """Run ``n_iter`` >= 1 iterations of (S1)-(S4) in place on ``x`` and ``lam`` (both (N, dim)).
 
-    One fused pass per iteration: for node i, gather the neighbour mean of the current x (S2), finish the previous
-    iteration's dual update (S3), and take the next local step (S1) into the other buffer, all in one loop over the
-    vector (averaging is inlined). On return ``zbar_prev`` and ``zbar`` hold (S4) before and after the last
-    iteration (for the dual residual (R2)).
+    One fused pass per node and iteration: the neighbour mean of the current x (S2), the previous iteration's dual
+    update (S3), (S4) and the next local step (S1) into the other buffer, in one loop over the vector with no
+    division or branch per element (averaging inlined); the first two neighbours are read in that loop, further
+    ones are summed in one pre-pass (:func:`_neighbour_rows`), so a ring node reads each input row once. On return
+    ``zbar_prev`` and ``zbar`` hold (S4) before and after the last iteration (for the dual residual (R2)).
     """
     n, dim = x.shape
-    xbar = np.empty(dim, dtype=x.dtype)
+    rest = np.empty(dim, dtype=x.dtype)
+    zero = np.zeros(dim, dtype=x.dtype)
     v = np.empty(dim, dtype=x.dtype)
     work = np.empty(dim, dtype=x.dtype)
     work2 = np.empty(dim, dtype=x.dtype)
@@ -131,59 +156,54 @@ def sync_node_run(n_iter, x, lam, xbuf, zbar_prev, zbar, rho, indptr, indices, d
             inv_d = 1.0 / d
             inv_s = 1.0 / s
             fac = 0.5 * s if p > 0 else 0.0
-            lo_j = indptr[i]
-            j0 = indices[lo_j]
-            for k in range(dim):
-                xbar[k] = cur[j0, k]
-            for jj in range(lo_j + 1, indptr[i + 1]):
-                j = indices[jj]
-                for k in range(dim):
-                    xbar[k] += cur[j, k]
+            c0, c1 = _neighbour_rows(cur, indptr, indices, i, zero, rest)
+            ci = cur[i]
+            li = lam[i]
+            ni = nxt[i]
             if p == n_iter - 1:
+                zi = zbar_prev[i]
                 for k in range(dim):
-                    zbar_prev[i, k] = 0.5 * (cur[i, k] + xbar[k] * inv_d)
+                    zi[k] = 0.5 * (ci[k] + (c0[k] + c1[k]) * inv_d)
             if kind == 0:  # averaging inlined: (S2), (S3), (S4), (S1) in one loop
                 inv_ws = 1.0 / (wgt[i] + s)
+                gi = g[i]
                 for k in range(dim):
-                    xb = xbar[k] * inv_d  # (S2)
-                    c = cur[i, k]
-                    lk = lam[i, k] + fac * (c - xb)  # (S3) of the previous iteration
-                    lam[i, k] = lk
-                    vk = 0.5 * (c + xb) - lk * inv_s  # (S4) and the argument of (S1)
-                    nxt[i, k] = (g[i, k] + s * vk) * inv_ws  # (S1), objectives (P3)
+                    xb = (c0[k] + c1[k]) * inv_d  # (S2)
+                    c = ci[k]
+                    lk = li[k] + fac * (c - xb)  # (S3) of the previous iteration
+                    li[k] = lk
+                    ni[k] = (gi[k] + s * (0.5 * (c + xb) - lk * inv_s)) * inv_ws  # (S4), (S1) by (P3)
             else:
                 for k in range(dim):
-                    xb = xbar[k] * inv_d
-                    c = cur[i, k]
-                    lk = lam[i, k] + fac * (c - xb)
-                    lam[i, k] = lk
+                    xb = (c0[k] + c1[k]) * inv_d
+                    c = ci[k]
+                    lk = li[k] + fac * (c - xb)
+                    li[k] = lk
                     v[k] = 0.5 * (c + xb) - lk * inv_s
-                    nxt[i, k] = c  # warm start of the inner solver
-                prox_node(i, s, v, nxt[i], kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth, inner_tol,
+                    ni[k] = c  # warm start of the inner solver
+                prox_node(i, s, v, ni, kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth, inner_tol,
                           inner_max, work, work2)  # (S1)
         tmp = cur
         cur = nxt
         nxt = tmp
     for i in range(n):
         d = degree[i]
-        s = rho * d
+        half_s = 0.5 * rho * d
         inv_d = 1.0 / d
+        c0, c1 = _neighbour_rows(cur, indptr, indices, i, zero, rest)
+        ci = cur[i]
+        li = lam[i]
+        zi = zbar[i]
         for k in range(dim):
-            xbar[k] = 0.0
-        for jj in range(indptr[i], indptr[i + 1]):
-            j = indices[jj]
-            for k in range(dim):
-                xbar[k] += cur[j, k]
-        for k in range(dim):
-            xb = xbar[k] * inv_d  # (S2)
-            lam[i, k] = lam[i, k] + 0.5 * s * (cur[i, k] - xb)  # (S3)
-            zbar[i, k] = 0.5 * (cur[i, k] + xb)  # (S4)
+            xb = (c0[k] + c1[k]) * inv_d  # (S2)
+            li[k] = li[k] + half_s * (ci[k] - xb)  # (S3)
+            zi[k] = 0.5 * (ci[k] + xb)  # (S4)
     if n_iter % 2 == 1:
         x[:, :] = xbuf
 
 
 def neighbour_mean_np(x, indptr, indices, degree):
-    """(S2): x_bar_i = (1/d_i) sum_{j in N_i} x_j, rows summed in CSR order."""
+    """(S2): x_bar_i = (1/d_i) sum_{j in N_i} x_j, rows summed in CSR order (as the kernel does)."""
     return np.add.reduceat(x[indices], indptr[:-1], axis=0) * (1.0 / degree)[:, None]
 
 
@@ -219,26 +239,36 @@ def sync_node_run_np(n_iter, x, lam, rho, indptr, indices, degree, prox_batch):
 def edge_update(e, i, j, xi, xj, z, lam, S, Lam, rho, alpha):
     """(A2)-(A3) for edge e = (i, j) in place; returns (||x_i - z_e||_inf, ||x_j - z_e||_inf, rho ||dz_e||_inf).
 
-    ``S`` and ``Lam`` (N, dim) are the running sums sum_{e in E(q)} z_e and sum_{e in E(q)} lam_{e,q}.
+    ``S`` and ``Lam`` (N, dim) are the running sums sum_{e in E(q)} z_e and sum_{e in E(q)} lam_{e,q}. One loop
+    over the vector on row views, no division per element.
     """
     dim = xi.shape[0]
+    ze = z[e]
+    le0 = lam[e, 0]
+    le1 = lam[e, 1]
+    si = S[i]
+    sj = S[j]
+    li = Lam[i]
+    lj = Lam[j]
+    inv_2rho = 0.5 / rho
+    beta = 1.0 - alpha
     ri = 0.0
     rj = 0.0
     dz = 0.0
     for k in range(dim):
-        zo = z[e, k]
-        xhi = alpha * xi[k] + (1.0 - alpha) * zo  # over-relaxation (Boyd §3.4.3)
-        xhj = alpha * xj[k] + (1.0 - alpha) * zo
-        zn = 0.5 * (xhi + xhj) + (lam[e, 0, k] + lam[e, 1, k]) / (2.0 * rho)  # (A2)
+        zo = ze[k]
+        xhi = alpha * xi[k] + beta * zo  # over-relaxation (Boyd §3.4.3)
+        xhj = alpha * xj[k] + beta * zo
+        zn = 0.5 * (xhi + xhj) + (le0[k] + le1[k]) * inv_2rho  # (A2)
         dli = rho * (xhi - zn)  # (A3)
         dlj = rho * (xhj - zn)
-        lam[e, 0, k] += dli
-        lam[e, 1, k] += dlj
-        S[i, k] += zn - zo
-        S[j, k] += zn - zo
-        Lam[i, k] += dli
-        Lam[j, k] += dlj
-        z[e, k] = zn
+        le0[k] += dli
+        le1[k] += dlj
+        si[k] += zn - zo
+        sj[k] += zn - zo
+        li[k] += dli
+        lj[k] += dlj
+        ze[k] = zn
         ri = max(ri, abs(xi[k] - zn))
         rj = max(rj, abs(xj[k] - zn))
         dz = max(dz, abs(zn - zo))
@@ -248,9 +278,10 @@ def edge_update(e, i, j, xi, xj, z, lam, S, Lam, rho, alpha):
 def edge_update_np(e, i, j, xi, xj, z, lam, S, Lam, rho, alpha):
     """NumPy twin of :func:`edge_update` (same arithmetic, vectorised over the dimension)."""
     zo = z[e].copy()
-    xhi = alpha * xi + (1.0 - alpha) * zo
-    xhj = alpha * xj + (1.0 - alpha) * zo
-    zn = 0.5 * (xhi + xhj) + (lam[e, 0] + lam[e, 1]) / (2.0 * rho)
+    beta = 1.0 - alpha
+    xhi = alpha * xi + beta * zo
+    xhj = alpha * xj + beta * zo
+    zn = 0.5 * (xhi + xhj) + (lam[e, 0] + lam[e, 1]) * (0.5 / rho)
     dli = rho * (xhi - zn)
     dlj = rho * (xhj - zn)
     lam[e, 0] += dli
@@ -277,6 +308,7 @@ def edge_run(tick_ptr, tick_edges, drop_u, drop_prob, x, z, lam, S, Lam, rho, al
     v = np.empty(dim, dtype=x.dtype)
     work = np.empty(dim, dtype=x.dtype)
     work2 = np.empty(dim, dtype=x.dtype)
+    inv_rho = 1.0 / rho
     for t in range(tick_ptr.shape[0] - 1):
         tid = tick0 + t
         for o in range(tick_ptr[t], tick_ptr[t + 1]):
@@ -286,8 +318,11 @@ def edge_run(tick_ptr, tick_edges, drop_u, drop_prob, x, z, lam, S, Lam, rho, al
                 if stamp[q] != tid:
                     stamp[q] = tid
                     d = degree[q]
+                    inv_d = 1.0 / d
+                    sq = S[q]
+                    lq = Lam[q]
                     for k in range(dim):
-                        v[k] = (S[q, k] - Lam[q, k] / rho) / d  # (A1)
+                        v[k] = (sq[k] - lq[k] * inv_rho) * inv_d  # (A1)
                     prox_node(q, rho * d, v, x[q], kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth,
                               inner_tol, inner_max, work, work2)
         for o in range(tick_ptr[t], tick_ptr[t + 1]):
@@ -321,7 +356,7 @@ def edge_run_np(tick_ptr, tick_edges, drop_u, drop_prob, x, z, lam, S, Lam, rho,
                     nodes.append(q)
         nodes = np.asarray(nodes, dtype=np.int64)
         d = degree[nodes].astype(x.dtype)[:, None]
-        v = (S[nodes] - Lam[nodes] / rho) / d  # (A1)
+        v = (S[nodes] - Lam[nodes] * (1.0 / rho)) * (1.0 / d)  # (A1)
         x[nodes] = prox_batch(nodes, v, rho * d[:, 0], x[nodes])
         for o in range(tick_ptr[t], tick_ptr[t + 1]):
             e = tick_edges[o]

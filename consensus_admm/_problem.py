@@ -24,7 +24,7 @@ class Packed:
     hdiag: np.ndarray
     hmat: np.ndarray
     chol: np.ndarray
-    l1: np.ndarray
+    l1: np.ndarray  # (N, n) per-coordinate l1 weights (empty for averaging)
     lo: np.ndarray
     hi: np.ndarray
     nonsmooth: np.ndarray
@@ -52,7 +52,7 @@ class Packed:
             return (self.g[idx] + sc * v) * (1.0 / (self.wgt[idx][:, None] + sc))
         if self.kind == KIND_SEP:
             r = self.g[idx] + sc * v
-            a = np.abs(r) - self.l1[idx][:, None]
+            a = np.abs(r) - self.l1[idx]
             val = np.where(a > 0, np.where(r > 0, a, -a), 0.0) / (self.hdiag[idx] + sc)
             return np.minimum(np.maximum(val, self.lo[idx]), self.hi[idx])
         out = np.empty_like(v)
@@ -110,7 +110,6 @@ class Problem:
         kind = max(o.kind for o in objs)
         wgt = np.array([o.weight for o in objs], dtype=dt)
         g = np.array([o.g for o in objs], dtype=dt)
-        l1 = np.array([o.l1 for o in objs], dtype=dt)
         nonsmooth = np.array([o.nonsmooth for o in objs], dtype=np.bool_)
         empty2, empty3 = np.zeros((0, 0), dt), np.zeros((0, 0, 0), dt)
         hdiag = np.array([np.diag(o._hess_dense()) for o in objs], dtype=dt) if kind == KIND_SEP else empty2
@@ -120,8 +119,9 @@ class Problem:
         else:
             hmat, chol = empty3, empty3
         if kind == KIND_AVG:
-            lo = hi = empty2
+            lo = hi = l1 = empty2
         else:
+            l1 = np.array([np.broadcast_to(o.l1, (dim,)) for o in objs], dtype=dt)
             lo = np.array([o.lower for o in objs], dtype=dt)
             hi = np.array([o.upper for o in objs], dtype=dt)
         return Packed(kind, wgt, g, hdiag, hmat, chol, l1, lo, hi, nonsmooth, np.full(n, np.nan))
@@ -163,6 +163,15 @@ class Problem:
                 return float("nan")
             total += float(fn(xi))
         return total
+
+    @property
+    def scalable(self) -> bool:
+        """True when every objective has ``scaled(d)`` (needed for the diagonal scaling of preconditioning)."""
+        return all(callable(getattr(o, "scaled", None)) for o in self.objectives)
+
+    def scaled(self, d: np.ndarray) -> "Problem":
+        """The problem in the scaled variable y (x = d * y): objectives y -> f_i(d * y)."""
+        return Problem([o.scaled(d) for o in self.objectives], self.n_agents, dtype=self.dtype)
 
     def curvature_scale(self) -> float:
         """kappa: geometric mean over agents of the mean Hessian eigenvalue trace(H_i)/dim (1.0 if unknown)."""

@@ -46,9 +46,26 @@ def as_generator(seed) -> np.random.Generator:
     """Convert ``seed: int | np.random.Generator | None`` once (STYLE.md §2)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative int, a numpy Generator or None, got {seed!r}")
+        return np.random.default_rng(int(seed))
     raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+
+
+def _schedule_array(replay, n_edges: int) -> np.ndarray:
+    """Validate a replayed schedule: a 1-D array of integer edge ids in [0, n_edges) (floats are refused, not
+    truncated)."""
+    arr = np.asarray(replay)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"schedule must be a 1-D integer array of edge ids, got dtype {arr.dtype} "
+                        "(use ADMMResult.schedule as recorded)")
+    if arr.ndim != 1 or (arr.size and (arr.min() < 0 or arr.max() >= n_edges)):
+        raise ValueError(f"schedule must be a 1-D array of edge ids in [0, {n_edges}), got shape {arr.shape}"
+                         + (f" and values in [{arr.min()}, {arr.max()}]" if arr.size and arr.ndim == 1 else ""))
+    return arr.astype(np.int64)
 
 
 class EdgeStream:
@@ -72,10 +89,7 @@ class EdgeStream:
             if np.any(~np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
                 raise ValueError("edge_probabilities must be finite, >= 0, with a positive sum")
             self._p = p / p.sum()
-        self._replay = None if replay is None else np.asarray(replay, dtype=np.int64)
-        if self._replay is not None and (self._replay.ndim != 1 or np.any(self._replay < 0)
-                                         or np.any(self._replay >= n_edges)):
-            raise ValueError(f"a replayed schedule must be a 1-D array of edge ids in [0, {n_edges})")
+        self._replay = None if replay is None else _schedule_array(replay, n_edges)
         self._pos = 0
         self._sched_buf = np.zeros(0, np.int64)
         self._sched_at = 0

@@ -9,6 +9,10 @@ attribute, unless another agent's built-in objective fixes the dimension) works 
 calls it from Python once per agent update; the MATRPO-style opaque local solver plugs in the same way, or drives
 :class:`consensus_admm.EdgeConsensus` directly.
 
+Two optional methods let a user objective take part in preconditioning (:mod:`consensus_admm.precondition`):
+``hessian() -> (dim, dim)`` (its curvature, e.g. at a typical point) and ``scaled(d)`` (the objective
+y -> f(d * y)); without them the solver uses no scaling. All built-ins have both.
+
 Built-ins (all are the *composite quadratic* family, plus logistic regression)
 -----------------------------------------------------------------------------
 The built-ins except :class:`LogisticRegression` are instances of
@@ -116,7 +120,7 @@ class Objective:
     @property
     def nonsmooth(self) -> bool:
         """True when the prox needs the inner solver (l1 term or finite bounds)."""
-        return self.l1 > 0 or bool(np.any(np.isfinite(self.lower)) or np.any(np.isfinite(self.upper)))
+        return bool(np.any(self.l1 > 0) or np.any(np.isfinite(self.lower)) or np.any(np.isfinite(self.upper)))
 
     def _hess_dense(self) -> np.ndarray:
         return self.hmat if self.hmat is not None else np.diag(self.hdiag)
@@ -133,7 +137,7 @@ class Objective:
         if np.any(x < self.lower - slack) or np.any(x > self.upper + slack):
             return float("inf")
         hx = self.hmat @ x if self.hmat is not None else self.hdiag * x
-        return float(0.5 * x @ hx - self.g @ x + self.const + self.l1 * np.abs(x).sum())
+        return float(0.5 * x @ hx - self.g @ x + self.const + np.sum(self.l1 * np.abs(x)))
 
     def prox(self, v: np.ndarray, t: float, x0: np.ndarray | None = None, *, tol: float = 1e-12,
              max_iter: int = 1000) -> np.ndarray:
@@ -158,6 +162,31 @@ class Objective:
         x = np.clip(v if x0 is None else np.asarray(x0, float), self.lower, self.upper).copy()
         return coordinate_descent_np(hs, rhs, self.l1, self.lower, self.upper, x, tol, max_iter)
 
+    def scaled(self, d) -> "Objective":
+        """Return the objective y -> f(D y), D = diag(d), d > 0 (used by preconditioning, consensus_admm.precondition).
+
+        (P2) maps to H -> D H D, g -> D g, l1 -> l1 d (per coordinate), [lo, hi] -> [lo / d, hi / d].
+
+        Example
+        -------
+        >>> f = LeastSquares([[2.0, 0.0], [0.0, 3.0]], [2.0, 3.0])
+        >>> f.scaled([0.5, 2.0]).value([2.0, 0.5]) == f.value([1.0, 1.0])
+        True
+        """
+        d = np.asarray(d, float)
+        if d.shape != (self.dim,) or not np.all(np.isfinite(d)) or np.any(d <= 0):
+            raise ValueError(f"scale must be a finite positive array of shape ({self.dim},)")
+        out = Objective.__new__(Objective)
+        out.dim, out.const = self.dim, self.const
+        if self.hmat is not None:
+            out.hmat, out.kind = self.hmat * d[:, None] * d[None, :], KIND_DENSE
+        else:
+            out.hdiag, out.kind = self.hdiag * d * d, KIND_SEP
+        out.g = self.g * d
+        out.l1 = self.l1 * d if np.any(self.l1 > 0) else 0.0
+        out.lower, out.upper = self.lower / d, self.upper / d
+        return out
+
     def curvature(self) -> tuple[float, float]:
         """(smallest, largest) eigenvalue of H (the smooth part's curvature range)."""
         if self.hmat is None:
@@ -174,15 +203,17 @@ class Objective:
 
 
 def coordinate_descent_np(hs, rhs, l1, lo, hi, x, tol, max_iter) -> np.ndarray:
-    """NumPy twin of ``_kernels.coordinate_descent``: minimise 0.5 x'Hs x - rhs'x + l1|x|_1 on [lo, hi] (P5)."""
+    """NumPy twin of ``_kernels.coordinate_descent``: minimise 0.5 x'Hs x - rhs'x + sum_k l1_k |x_k| on [lo, hi]
+    (P5); ``l1`` is a scalar or a per-coordinate array."""
     n = x.shape[0]
+    l1 = np.broadcast_to(np.asarray(l1, float), (n,))
     hx = hs @ x
     for _ in range(max_iter):
         biggest = 0.0
         for k in range(n):
             hkk = hs[k, k]
             r = rhs[k] - hx[k] + hkk * x[k]
-            a = abs(r) - l1
+            a = abs(r) - l1[k]
             new = 0.0 if a <= 0 else (a if r > 0 else -a) / hkk
             new = min(max(new, lo[k]), hi[k])
             delta = new - x[k]
@@ -330,9 +361,25 @@ class LogisticRegression:
         self.dim = A.shape[1]
         self._ya = self.y[:, None] * A
 
+    def scaled(self, d) -> "LogisticRegression":
+        """Return y -> f(D y): data A D and a per-coordinate l2 d^2 (preconditioning)."""
+        d = np.asarray(d, float)
+        if d.shape != (self.dim,) or not np.all(np.isfinite(d)) or np.any(d <= 0):
+            raise ValueError(f"scale must be a finite positive array of shape ({self.dim},)")
+        out = LogisticRegression.__new__(LogisticRegression)
+        out.A, out.y, out.dim = self.A * d, self.y, self.dim
+        out.l2 = self.l2 * d * d
+        out._ya = self._ya * d
+        return out
+
+    def hessian(self) -> np.ndarray:
+        """Hessian at x = 0, A'A / 4 + diag(l2): an upper bound of the Hessian everywhere (preconditioning)."""
+        return 0.25 * self.A.T @ self.A + np.diag(np.broadcast_to(self.l2, (self.dim,)))
+
     def value(self, x) -> float:
         m = self._ya @ np.asarray(x, float)
-        return float(np.logaddexp(0.0, -m).sum() + 0.5 * self.l2 * np.dot(x, x))
+        x = np.asarray(x, float)
+        return float(np.logaddexp(0.0, -m).sum() + 0.5 * np.sum(self.l2 * x * x))
 
     def gradient(self, x) -> np.ndarray:
         x = np.asarray(x, float)
@@ -341,12 +388,12 @@ class LogisticRegression:
         return -self._ya.T @ sig + self.l2 * x
 
     def curvature(self) -> tuple[float, float]:
-        ev = np.linalg.eigvalsh(0.25 * self.A.T @ self.A)
-        return float(max(ev[0], 0.0)) + self.l2, float(ev[-1]) + self.l2
+        ev = np.linalg.eigvalsh(self.hessian())
+        return float(max(ev[0], 0.0)), float(ev[-1])
 
     def mean_curvature(self) -> float:
         """trace of the Hessian at 0 over dim: (||A||_F^2 / 4) / dim + l2."""
-        return float(0.25 * np.sum(self.A * self.A) / self.dim + self.l2)
+        return float(0.25 * np.sum(self.A * self.A) / self.dim + np.mean(self.l2))
 
     def prox(self, v, t: float, x0=None, *, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
         """prox_{t f}(v) by damped Newton (Armijo backtracking)."""
@@ -364,7 +411,7 @@ class LogisticRegression:
             if np.max(np.abs(grad)) <= tol * max(1.0, s * max(1.0, float(np.max(np.abs(x))))):
                 break
             wts = sig * (1.0 - sig)
-            hess = (self._ya.T * wts) @ self._ya + (self.l2 + s) * np.eye(self.dim)
+            hess = (self._ya.T * wts) @ self._ya + np.diag(np.broadcast_to(self.l2 + s, (self.dim,)))
             step = np.linalg.solve(hess, grad)
             f0, dec, lr = phi(x), float(grad @ step), 1.0
             while lr > 1e-10 and phi(x - lr * step) > f0 - 0.25 * lr * dec:

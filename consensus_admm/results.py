@@ -103,6 +103,9 @@ class ADMMResult:
     # timing
     setup_time: float
     solve_time: float
+    # preconditioning: the diagonal scale D of the consensus variable (x = D y; ones when not scaled). ``penalty``
+    # and ``initial_penalty`` are the rho of the scaled variable y (consensus_admm.precondition).
+    scale: np.ndarray | None = None
     # optional records
     history: ADMMHistory | None = None
     schedule: np.ndarray | None = None  # async edge ids per tick (record_schedule=True)
@@ -110,8 +113,9 @@ class ADMMResult:
 
     @property
     def success(self) -> bool:
-        """True for SOLVED and SOLVED_INACCURATE."""
-        return self.status in (ADMMStatus.SOLVED, ADMMStatus.SOLVED_INACCURATE)
+        """True only for SOLVED: the stopping test held at the requested tolerances. SOLVED_INACCURATE (only the
+        10x test held at ``max_iter``) is not success, as in SciPy and OSQP."""
+        return self.status == ADMMStatus.SOLVED
 
     @property
     def messages_sent(self) -> int:

@@ -4,30 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
-__all__ = ["ADMMSettings", "METHODS", "SCHEDULES"]
+import numpy as np
+
+__all__ = ["ADMMSettings", "METHODS", "SCHEDULES", "PRECONDITIONINGS"]
 
 METHODS = ("sync", "async", "star")
 SCHEDULES = ("random", "cyclic")
+PRECONDITIONINGS = ("curvature", "none")
 
 
-def _check_range(name: str, value, low, high, *, low_open: bool, high_open: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _check_range(name: str, value, low, high, *, low_open: bool, high_open: bool) -> float:
+    """Validate a real setting (any numbers.Real, NumPy scalars included) and return it as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"ADMMSettings.{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
     ok = math.isfinite(value) or (high == math.inf and value == math.inf and not high_open)
     ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
         lb = "(" if low_open else "["
         rb = ")" if high_open else "]"
         raise ValueError(f"ADMMSettings.{name} must lie in {lb}{low}, {high}{rb}, got {value!r}")
+    return value
 
 
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _check_int(name: str, value, low: int) -> int:
+    """Validate an integral setting (any numbers.Integral, NumPy integers included) and return a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"ADMMSettings.{name} must be an int, got {type(value).__name__}")
+    value = int(value)
     if value < low:
         raise ValueError(f"ADMMSettings.{name} must be an int >= {low}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,13 @@ class ADMMSettings:
     # Algorithm: "sync" (edge-form Jacobi ADMM = DADMM, admm-reference §3.5/§3.7), "async" (Wei-Ozdaglar random
     # edge activation, §3.6), "star" (Boyd global consensus through a centre, §3.1).
     method: str = "sync"
-    # Initial penalty rho > 0 (edge form; DADMM's c = rho / 2). None: a heuristic from local curvature and the
-    # Laplacian spectrum (see solver.initial_penalty).
+    # Initial penalty rho in [penalty_min, penalty_max] (edge form; DADMM's c = rho / 2), in the preconditioned
+    # variable when preconditioning is on. None: from the agents' curvature and the Laplacian spectrum, (H1) or (H3).
     penalty: float | None = None
+    # "curvature" (default): diagonal scaling of the consensus variable and a penalty from the spread of curvature,
+    # both from curvature statistics averaged over the agents ((P1)-(P3) of consensus_admm.precondition).
+    # "none": no scaling and the mean-curvature penalty (H1), the behaviour before preconditioning.
+    preconditioning: str = "curvature"
     # Residual balancing of rho (OSQP-style sqrt ratio of normalised residuals) on a fixed iteration schedule.
     # Off by default: it rescues a badly chosen manual penalty (5-50x fewer iterations) but on rings its fixed point
     # lies 5-12x below the best penalty, so it undoes the heuristic (H1) there (BENCHMARKS.md).
@@ -55,7 +69,8 @@ class ADMMSettings:
     adaptive_penalty_interval: int = 50
     # A new rho is applied only if it differs from the current one by more than this factor, > 1.
     adaptive_penalty_tolerance: float = 5.0
-    # Clip range of rho, 0 < penalty_min < penalty_max.
+    # Range of rho, 0 < penalty_min < penalty_max: an explicit penalty must lie in it; the heuristic and the
+    # adaptation are clipped to it.
     penalty_min: float = 1e-6
     penalty_max: float = 1e6
     # Over-relaxation alpha in (0, 2) (Boyd §3.4.3); 1 = none. alpha != 1 runs sync on the explicit edge kernel.
@@ -87,25 +102,45 @@ class ADMMSettings:
             raise ValueError(f"ADMMSettings.method must be one of {METHODS}, got {self.method!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"ADMMSettings.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.preconditioning not in PRECONDITIONINGS:
+            raise ValueError(f"ADMMSettings.preconditioning must be one of {PRECONDITIONINGS}, "
+                             f"got {self.preconditioning!r}")
+        put = object.__setattr__  # frozen: store the normalised Python numbers
+        put(self, "penalty_min", _check_range("penalty_min", self.penalty_min, 0.0, math.inf, low_open=True,
+                                              high_open=True))
+        put(self, "penalty_max", _check_range("penalty_max", self.penalty_max, self.penalty_min, math.inf,
+                                              low_open=True, high_open=True))
         if self.penalty is not None:
-            _check_range("penalty", self.penalty, 0.0, math.inf, low_open=True, high_open=True)
-        _check_int("adaptive_penalty_interval", self.adaptive_penalty_interval, 1)
-        _check_range("adaptive_penalty_tolerance", self.adaptive_penalty_tolerance, 1.0, math.inf,
-                     low_open=True, high_open=True)
-        _check_range("penalty_min", self.penalty_min, 0.0, math.inf, low_open=True, high_open=True)
-        _check_range("penalty_max", self.penalty_max, self.penalty_min, math.inf, low_open=True, high_open=True)
-        _check_range("alpha", self.alpha, 0.0, 2.0, low_open=True, high_open=True)
-        _check_range("eps_abs", self.eps_abs, 0.0, math.inf, low_open=False, high_open=True)
-        _check_range("eps_rel", self.eps_rel, 0.0, math.inf, low_open=False, high_open=True)
-        _check_int("check_interval", self.check_interval, 1)
-        _check_int("max_iter", self.max_iter, 1)
-        _check_range("drop_prob", self.drop_prob, 0.0, 1.0, low_open=False, high_open=True)
-        _check_range("inner_tol", self.inner_tol, 0.0, math.inf, low_open=True, high_open=True)
-        _check_int("inner_max_iter", self.inner_max_iter, 1)
+            try:
+                put(self, "penalty", _check_range("penalty", self.penalty, self.penalty_min, self.penalty_max,
+                                                  low_open=False, high_open=False))
+            except ValueError as exc:
+                raise ValueError(f"{exc} (the range is [penalty_min, penalty_max]; change those to go beyond it)") \
+                    from None
+        put(self, "adaptive_penalty_interval", _check_int("adaptive_penalty_interval",
+                                                          self.adaptive_penalty_interval, 1))
+        put(self, "adaptive_penalty_tolerance", _check_range("adaptive_penalty_tolerance",
+                                                             self.adaptive_penalty_tolerance, 1.0, math.inf,
+                                                             low_open=True, high_open=True))
+        put(self, "alpha", _check_range("alpha", self.alpha, 0.0, 2.0, low_open=True, high_open=True))
+        put(self, "eps_abs", _check_range("eps_abs", self.eps_abs, 0.0, math.inf, low_open=False, high_open=True))
+        put(self, "eps_rel", _check_range("eps_rel", self.eps_rel, 0.0, math.inf, low_open=False, high_open=True))
+        put(self, "check_interval", _check_int("check_interval", self.check_interval, 1))
+        put(self, "max_iter", _check_int("max_iter", self.max_iter, 1))
+        put(self, "drop_prob", _check_range("drop_prob", self.drop_prob, 0.0, 1.0, low_open=False, high_open=True))
+        put(self, "inner_tol", _check_range("inner_tol", self.inner_tol, 0.0, math.inf, low_open=True,
+                                            high_open=True))
+        put(self, "inner_max_iter", _check_int("inner_max_iter", self.inner_max_iter, 1))
         for name in ("adaptive_penalty", "record_history", "record_schedule"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"ADMMSettings.{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"ADMMSettings.{name} must be True or False, got {type(value).__name__}")
+            put(self, name, bool(value))
         if self.edge_probabilities is not None:
+            if isinstance(self.edge_probabilities, (str, bytes)) or not hasattr(self.edge_probabilities, "__len__"):
+                raise TypeError("ADMMSettings.edge_probabilities must be a sequence of reals, one per edge")
+            if any(isinstance(p, bool) or not isinstance(p, numbers.Real) for p in self.edge_probabilities):
+                raise TypeError("ADMMSettings.edge_probabilities must hold real numbers")
             probs = tuple(float(p) for p in self.edge_probabilities)
             if not probs or any(not math.isfinite(p) or p < 0 for p in probs) or sum(probs) <= 0:
                 raise ValueError("ADMMSettings.edge_probabilities must be finite, >= 0, with a positive sum")

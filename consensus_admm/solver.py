@@ -61,12 +61,28 @@ Edge form (Boyd §3.3 applied to (C); sync uses z_e = (x_i + x_j)/2):
 
 Star: r = max_i ||x_i - z||_inf, s = rho ||z^{k+1} - z^k||_inf, eps_pri as (R3) with z, eps_dual with y = rho u.
 The run stops with SOLVED when r <= eps_pri and s <= eps_dual at a check (every ``check_interval`` iterations);
-at ``max_iter`` it reports SOLVED_INACCURATE if the test holds with both tolerances x10, else MAX_ITER. DIVERGED:
-a non-finite value or ``max |x| > 1e30``. STOPPED: the callback raised StopIteration.
+at ``max_iter`` it reports SOLVED_INACCURATE if the test holds with both tolerances x10 (``success`` is False:
+inaccurate is not solved), else MAX_ITER. DIVERGED: a non-finite value, or max |x| more than 1e30 times its size at
+the first check (at least 1 and the warm start's size), so the cut-off follows the problem's scale. STOPPED: the
+callback raised StopIteration.
+
+Preconditioning (default, ``preconditioning="curvature"``; :mod:`consensus_admm.precondition`)
+---------------------------------------------------------------------------------------------
+The agents average curvature statistics (diag(H_i) and, for n <= 1024, H_i) -- one average consensus, no central
+node -- and all evaluate :func:`consensus_admm.precondition.preconditioner` on the average: a diagonal scale d
+(Jacobi equilibration of the mean Hessian, applied when its diagonal spans more than 10x) and
+
+    rho_0 = 2 sqrt(mu L) / sqrt(lambda_2 lambda_N) (sync, async),   rho_0 = sqrt(mu L) (star),           (H3)
+
+mu, L the extreme eigenvalues of the scaled mean Hessian. ADMM then runs on y = x / d (objectives y -> f_i(d y),
+their ``scaled(d)``); iterates, duals and residuals are reported in the original units (x = d y, lam_x = lam_y / d),
+so the stopping test (R1)-(R4) is OSQP's unscaled one, while (H2) balances the scaled residuals. ``penalty`` and
+the reported ``penalty`` are rho of y. Objectives without curvature information (a user prox without
+``hessian()``) fall back to (H1) with no scaling; ``preconditioning="none"`` is the behaviour before (H3).
 
 Penalty
 -------
-Initial (``penalty=None``): with kappa = geometric mean over agents of the mean Hessian eigenvalue
+Initial with ``preconditioning="none"`` (``penalty=None``): with kappa = geometric mean over agents of the mean Hessian eigenvalue
 trace(H_i)/n of the smooth part (objectives (P2); logistic: at x = 0; 1 if unknown) and lambda_2, lambda_N the
 extreme nonzero Laplacian eigenvalues,
 
@@ -104,7 +120,9 @@ B. Stellato et al., "OSQP: an operator splitting solver for quadratic programs",
 from __future__ import annotations
 
 import math
+import numbers
 import time
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -113,12 +131,14 @@ from . import _kernels as K
 from ._problem import Problem
 from .edge import EdgeStream, as_generator
 from .graphs import GraphArrays, graph_arrays
+from .precondition import Preconditioner, local_statistics, mean_statistics, preconditioner
 from .results import ADMMHistory, ADMMResult, ADMMStatus, SolverState
 from .settings import ADMMSettings
 
 __all__ = [
     "solve",
     "initial_penalty",
+    "problem_preconditioner",
     "x_update",
     "z_update",
     "dual_update",
@@ -127,7 +147,8 @@ __all__ = [
     "should_stop",
 ]
 
-DIVERGENCE_THRESHOLD = 1e30
+# DIVERGED when max |x| exceeds this factor times its size at the first check (or 1, or the warm start's size).
+DIVERGENCE_FACTOR = 1e30
 _MAX_TICKS_PER_CALL = 1 << 20
 
 
@@ -223,6 +244,28 @@ def penalty_for_curvature(kappa: float, ga: GraphArrays, method: str) -> float:
     return 2.0 * kappa / math.sqrt(lam2 * lamn)
 
 
+def problem_preconditioner(problem: Problem, ga: GraphArrays, settings: ADMMSettings) -> Preconditioner | None:
+    """(H3): the preconditioner of :mod:`consensus_admm.precondition` from the agents' curvature statistics, or
+    None (use (H1), no scaling) when preconditioning is off or some agent reports no curvature."""
+    if settings.preconditioning == "none":
+        return None
+    stats = mean_statistics([local_statistics(o, problem.dim) for o in problem.objectives])
+    if stats is None:
+        return None
+    eigs = ga.laplacian_eigenvalues if settings.method != "star" else (1.0, 1.0)
+    return preconditioner(stats, eigs, settings.method, scalable=problem.scalable)
+
+
+def _residuals(runner, settings: ADMMSettings, scale):
+    """(R1)-(R4) in the original units (x = scale * y, lam_x = lam_y / scale) and in the scaled ones (for (H2))."""
+    x, z, dz, lam, edges = runner.residual_inputs()
+    in_scaled = residuals(x, z, dz, lam, runner.rho, settings.eps_abs, settings.eps_rel, edges=edges)
+    if scale is None:
+        return in_scaled, in_scaled
+    return residuals(x * scale, z * scale, dz / scale, lam / scale, runner.rho, settings.eps_abs,
+                     settings.eps_rel, edges=edges), in_scaled
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Runners: the state of one method, advanced by a compiled kernel (or its twin on the generic path)
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,11 +307,10 @@ class _NodeRunner(_GraphRunner):
                 n, self.x, self.lam, self.rho, ga.indptr, ga.indices, ga.degree, self._prox)
         self.n_iter += n
 
-    def residuals(self):
+    def residual_inputs(self):
         e = self.ga.edges
         z = 0.5 * (self.x[e[:, 0]] + self.x[e[:, 1]])
-        dz_sum = self.ga.degree[:, None] * (self.zbar - self.zbar_prev)
-        return residuals(self.x, z, dz_sum, self.lam, self.rho, self.st.eps_abs, self.st.eps_rel, edges=e)
+        return self.x, z, self.ga.degree[:, None] * (self.zbar - self.zbar_prev), self.lam, e
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.lam)))
@@ -341,9 +383,8 @@ class _EdgeRunner(_GraphRunner):
         self._ticks(per_iter)
         self.n_iter += n
 
-    def residuals(self):
-        return residuals(self.x, self.z, self.S - self.S_snap, self.Lam, self.rho, self.st.eps_abs,
-                         self.st.eps_rel, edges=self.ga.edges)
+    def residual_inputs(self):
+        return self.x, self.z, self.S - self.S_snap, self.Lam, self.ga.edges
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.z)) and np.all(np.isfinite(self.lam)))
@@ -387,9 +428,8 @@ class _StarRunner:
                                                                   self.st.alpha, self._prox)
         self.n_iter += n
 
-    def residuals(self):
-        return residuals(self.x, self.zc, self.zc - self.zc_prev, self.rho * self.u, self.rho, self.st.eps_abs,
-                         self.st.eps_rel)
+    def residual_inputs(self):
+        return self.x, self.zc, self.zc - self.zc_prev, self.rho * self.u, None
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.u)) and np.all(np.isfinite(self.zc)))
@@ -408,7 +448,10 @@ class _StarRunner:
 
 
 def _array(name, value, shape, dtype):
-    arr = np.array(value, dtype=dtype)
+    try:
+        arr = np.array(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"warm_start {name} must be a real array of shape {shape}: {exc}") from None
     if arr.shape != shape:
         raise ValueError(f"warm_start {name} must have shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -425,16 +468,22 @@ def _edge_duals_from_aggregate(lam_agg, ga: GraphArrays):
     return np.stack([lam_e, -lam_e], axis=1)
 
 
-def _initial_state(warm_start, ga: GraphArrays, dim, dtype):
-    """Return (x0, lam_agg0 or None, z0 or None, edge_duals0 or None, penalty or None)."""
+def _initial_state(warm_start, ga: GraphArrays, dim, dtype, settings: ADMMSettings):
+    """Return (x0, lam_agg0 or None, z0 or None, edge_duals0 or None, penalty or None), in the original units."""
     n, m = ga.n_agents, ga.n_edges
     if warm_start is None:
         return np.zeros((n, dim), dtype), None, None, None, None
-    get = (lambda k: getattr(warm_start, k, None)) if not isinstance(warm_start, dict) else warm_start.get
-    if isinstance(warm_start, dict):
+    if isinstance(warm_start, Mapping):
         unknown = sorted(set(warm_start) - {"x", "dual", "edge_z", "edge_duals", "penalty"})
         if unknown:
             raise ValueError(f"unknown warm_start keys {unknown}; use x, dual, edge_z, edge_duals, penalty")
+        get = warm_start.get
+    elif isinstance(warm_start, ADMMResult):
+        def get(key):
+            return getattr(warm_start, key)
+    else:
+        raise TypeError("warm_start must be None, an ADMMResult or a dict with keys x, dual, edge_z, edge_duals, "
+                        f"penalty; got {type(warm_start).__name__}")
     x = get("x")
     x0 = np.zeros((n, dim), dtype) if x is None else _array("x", x, (n, dim), dtype)
     dual = get("dual")
@@ -444,7 +493,13 @@ def _initial_state(warm_start, ga: GraphArrays, dim, dtype):
     ed = get("edge_duals")
     ed = None if ed is None else _array("edge_duals", ed, (m, 2, dim), dtype)
     pen = get("penalty")
-    return x0, lam, ez, ed, (None if pen is None else float(pen))
+    if pen is not None:
+        if isinstance(pen, bool) or not isinstance(pen, numbers.Real) or not (
+                settings.penalty_min <= float(pen) <= settings.penalty_max):
+            raise ValueError(f"warm_start penalty must be a real number in [penalty_min, penalty_max] = "
+                             f"[{settings.penalty_min}, {settings.penalty_max}], got {pen!r}")
+        pen = float(pen)
+    return x0, lam, ez, ed, pen
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -465,16 +520,17 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
         Connected, undirected, simple, >= 2 nodes; labels may be any hashables (rows of ``result.x`` follow
         ``result.nodes``).
     settings : ADMMSettings, optional
-    seed : int, numpy Generator or None
+        Defaults precondition the problem (see "Preconditioning" in the module docstring).
+    seed : int >= 0, numpy Generator or None
         Seeds the async schedule and message drops (sync and star without drops are deterministic anyway).
     callback : callable(SolverState) -> None, optional
         Called at each stopping check; raising StopIteration ends the run with status STOPPED.
     warm_start : ADMMResult or dict with optional keys x (N, n), dual (N, n) aggregate duals, edge_z (M, n),
         edge_duals (M, 2, n), penalty
-        Initial primal/dual values (e.g. a previous result). Aggregate duals are projected to sum zero.
-        ``penalty`` is used when ``settings.penalty`` is None.
-    schedule : 1-D int array, optional
-        Replay a recorded async schedule (``ADMMResult.schedule``) instead of drawing one.
+        Initial primal/dual values in the original units (e.g. a previous result). Aggregate duals are projected
+        to sum zero. ``penalty`` (in [penalty_min, penalty_max]) is used when ``settings.penalty`` is None.
+    schedule : 1-D integer array, optional
+        Replay a recorded async schedule (``ADMMResult.schedule``) instead of drawing one (floats are refused).
 
     Returns
     -------
@@ -509,23 +565,36 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
     if schedule is not None and settings.method != "async":
         raise ValueError("schedule replay applies to method='async' only")
     dim, dtype = problem.dim, np.float64
-    x0, lam0, ez0, ed0, pen0 = _initial_state(warm_start, ga, dim, dtype)
-    rho = settings.penalty if settings.penalty is not None else (
-        pen0 if pen0 is not None else initial_penalty(problem, ga, settings.method))
-    rho = min(max(float(rho), settings.penalty_min), settings.penalty_max)
-    rho_init = rho
+    x0, lam0, ez0, ed0, pen0 = _initial_state(warm_start, ga, dim, dtype, settings)
     rng = as_generator(seed)
+    prec = problem_preconditioner(problem, ga, settings)
+    scale = prec.scale if prec is not None and prec.scaled else None
+    if settings.penalty is not None or pen0 is not None:
+        rho = settings.penalty if settings.penalty is not None else pen0
+    else:
+        rho = prec.penalty if prec is not None else initial_penalty(problem, ga, settings.method)
+        rho = min(max(float(rho), settings.penalty_min), settings.penalty_max)
+    rho_init = rho
+    x_ref = max(1.0, float(np.max(np.abs(x0))))
+    if scale is not None:  # the solver runs on y = x / scale, lam_y = scale * lam_x
+        problem_y = problem.scaled(scale)
+        x0 = x0 / scale
+        lam0 = None if lam0 is None else lam0 * scale
+        ez0 = None if ez0 is None else ez0 / scale
+        ed0 = None if ed0 is None else ed0 * scale
+    else:
+        problem_y = problem
 
     if settings.method == "star":
         y0 = np.zeros((ga.n_agents, dim)) if lam0 is None else lam0 - lam0.mean(axis=0)
-        runner = _StarRunner(problem, ga, settings, rho, x0, y0)
+        runner = _StarRunner(problem_y, ga, settings, rho, x0, y0)
     elif not settings.uses_edge_kernel:
         if lam0 is None and ed0 is not None:
             lam0 = np.zeros((ga.n_agents, dim))
             np.add.at(lam0, ga.edges[:, 0], ed0[:, 0])
             np.add.at(lam0, ga.edges[:, 1], ed0[:, 1])
         lam0 = np.zeros((ga.n_agents, dim)) if lam0 is None else lam0 - lam0.mean(axis=0)
-        runner = _NodeRunner(problem, ga, settings, rho, x0, np.ascontiguousarray(lam0))
+        runner = _NodeRunner(problem_y, ga, settings, rho, x0, np.ascontiguousarray(lam0))
     else:
         if ed0 is None:
             ed0 = np.zeros((ga.n_edges, 2, dim)) if lam0 is None else _edge_duals_from_aggregate(lam0, ga)
@@ -533,7 +602,7 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
             ez0 = 0.5 * (x0[ga.edges[:, 0]] + x0[ga.edges[:, 1]])
         stream = EdgeStream(rng, ga.n_edges, settings.schedule, settings.edge_probabilities, settings.drop_prob,
                             replay=schedule)
-        runner = _EdgeRunner(problem, ga, settings, rho, x0, np.ascontiguousarray(ez0),
+        runner = _EdgeRunner(problem_y, ga, settings, rho, x0, np.ascontiguousarray(ez0),
                              np.ascontiguousarray(ed0), stream, settings.method == "async")
     setup_time = time.perf_counter() - t_start
 
@@ -545,29 +614,34 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
     k = 0
     r = s = eps_pri = eps_dual = float("nan")
     ci, ai = settings.check_interval, settings.adaptive_penalty_interval
+    unscale = (lambda y: y) if scale is None else (lambda y: y * scale)
+    first_check = True
     while k < settings.max_iter:
         nxt = min((k // ci + 1) * ci, settings.max_iter)
         if settings.adaptive_penalty:
             nxt = min(nxt, (k // ai + 1) * ai)
         runner.run(nxt - k)
         k = nxt
-        res = runner.residuals()
+        res, res_y = _residuals(runner, settings, scale)
         r, s, eps_pri, eps_dual = res.r, res.s, res.eps_pri, res.eps_dual
+        if first_check:  # the problem's own scale: the iterates' size after the first check_interval steps
+            x_ref, first_check = max(x_ref, res.x_scale), False
         if not runner.finite() or not (math.isfinite(r) and math.isfinite(s)) or \
-                float(np.max(np.abs(runner.x))) > DIVERGENCE_THRESHOLD:
+                res.x_scale > DIVERGENCE_FACTOR * x_ref:
             status, message = ADMMStatus.DIVERGED, f"non-finite or exploding iterates at iteration {k}"
             break
         if k % ci == 0 or k == settings.max_iter:
-            cons = _consensus_error(runner.x)
+            x_now = unscale(runner.x)
+            cons = _consensus_error(x_now)
             if settings.record_history:
                 for key, val in (("iteration", k), ("primal_residual", r), ("dual_residual", s),
                                  ("eps_primal", eps_pri), ("eps_dual", eps_dual), ("consensus_error", cons),
-                                 ("objective", problem.value(np.broadcast_to(runner.x.mean(0), runner.x.shape))),
+                                 ("objective", problem.value(np.broadcast_to(x_now.mean(0), x_now.shape))),
                                  ("penalty", runner.rho)):
                     hist[key].append(val)
             if callback is not None:
                 try:
-                    callback(SolverState(k, runner.x.copy(), r, s, eps_pri, eps_dual, cons, runner.rho))
+                    callback(SolverState(k, x_now.copy(), r, s, eps_pri, eps_dual, cons, runner.rho))
                 except StopIteration:
                     status, message = ADMMStatus.STOPPED, f"callback raised StopIteration at iteration {k}"
                     break
@@ -575,14 +649,18 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            n_updates += _adapt_runner_penalty(runner, res, settings)
+            n_updates += _adapt_runner_penalty(runner, res_y, settings)  # (H2) on the scaled problem
     if status is None:
         status, message = _limit_status(res, settings)
     solve_time = time.perf_counter() - t_solve
 
-    x = runner.x.copy()
+    x = unscale(runner.x.copy())
     consensus = x.mean(axis=0)
     extras = runner.extras()
+    if scale is not None:  # back to the original units
+        extras["dual"] = extras["dual"] / scale
+        if extras["edge_z"] is not None:
+            extras["edge_z"], extras["edge_duals"] = extras["edge_z"] * scale, extras["edge_duals"] / scale
     msgs, floats, per_edge = runner.comm()
     history = None
     if settings.record_history:
@@ -598,7 +676,8 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
         n_iter=k, n_activations=int(extras["n_activations"]), n_penalty_updates=n_updates, penalty=runner.rho,
         initial_penalty=rho_init,
         messages_per_node=msgs, floats_per_node=floats, messages_per_edge=per_edge,
-        setup_time=setup_time, solve_time=solve_time, history=history, schedule=extras.get("schedule"),
+        setup_time=setup_time, solve_time=solve_time, scale=np.ones(dim) if scale is None else scale.copy(),
+        history=history, schedule=extras.get("schedule"),
     )
 
 

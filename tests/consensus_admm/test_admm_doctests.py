@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["consensus_admm.edge", "consensus_admm.graphs", "consensus_admm.objectives", "consensus_admm.settings",
-           "consensus_admm.solver"]
+           "consensus_admm.solver", "consensus_admm.precondition", "consensus_admm.testing"]
 
 
 @pytest.mark.parametrize("name", MODULES)

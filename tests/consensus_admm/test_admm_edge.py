@@ -6,9 +6,9 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
-from _admm_helpers import averaging_problem, least_squares_problem
 
 from consensus_admm import ADMMSettings, EdgeConsensus, solve
+from consensus_admm.testing import build_problem
 
 
 def drive(ec: EdgeConsensus, objs, n_ticks: int, x=None):
@@ -26,7 +26,8 @@ def drive(ec: EdgeConsensus, objs, n_ticks: int, x=None):
 @pytest.mark.parametrize("drop_prob", [0.0, 0.3])
 @pytest.mark.parametrize("dual_init", [0.0, 1.0])
 def test_dual_invariant_holds_after_every_exchange(drop_prob, dual_init):
-    objs, _ = averaging_problem(6, 3, seed=1)
+    prob = build_problem("averaging", 6, 3, seed=1)
+    objs = prob.objectives
     g = nx.cycle_graph(6)
     g.add_edge(0, 3)
     ec = EdgeConsensus(g, 3, penalty=2.0, drop_prob=drop_prob, dual_init=dual_init, seed=4)
@@ -44,7 +45,8 @@ def test_dual_invariant_holds_after_every_exchange(drop_prob, dual_init):
 @pytest.mark.parametrize("schedule,drop_prob,alpha", [("random", 0.0, 1.0), ("random", 0.3, 1.0),
                                                       ("cyclic", 0.2, 1.5)])
 def test_driving_with_exact_prox_reproduces_solve_async(schedule, drop_prob, alpha):
-    objs, _ = least_squares_problem(7, 3, seed=3)
+    prob = build_problem("least_squares", 7, 3, seed=3)
+    objs = prob.objectives
     g = nx.cycle_graph(7)
     g.add_edges_from([(0, 3), (2, 5)])
     rho, n_iter = 1.7, 40
@@ -62,7 +64,8 @@ def test_driving_with_exact_prox_reproduces_solve_async(schedule, drop_prob, alp
 
 
 def test_converges_to_the_consensus_solution_and_counts_messages():
-    objs, xs = least_squares_problem(5, 2, seed=0)
+    prob = build_problem("least_squares", 5, 2, seed=0)
+    objs, xs = prob.objectives, prob.solution
     ec = EdgeConsensus(nx.cycle_graph(["a", "b", "c", "d", "e"]), 2, penalty=5.0, seed=0)
     assert ec.nodes == ["a", "b", "c", "d", "e"]
     *_, (_, out, x) = drive(ec, objs, 3000)
@@ -103,7 +106,8 @@ def test_incident_edges_and_penalty_terms_are_consistent():
 
 
 def test_float32_state():
-    objs, _ = averaging_problem(4, 2, seed=0)
+    prob = build_problem("averaging", 4, 2, seed=0)
+    objs = prob.objectives
     ec = EdgeConsensus(nx.cycle_graph(4), 2, dtype=np.float32, seed=0)
     *_, (_, _, x) = drive(ec, objs, 200, x=np.zeros((4, 2), np.float32))
     assert ec.z.dtype == np.float32 and ec.duals.dtype == np.float32

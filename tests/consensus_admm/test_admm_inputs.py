@@ -102,7 +102,7 @@ def test_invalid_objective_data(make, match):
 @pytest.mark.parametrize("field,value,match", [
     ("method", "gossip", "method must be one of"),
     ("schedule", "round-robin", "schedule must be one of"),
-    ("penalty", 0.0, r"penalty must lie in \(0"),
+    ("penalty", 0.0, r"penalty must lie in \[1e-06, 1000000.0\].*penalty_min, penalty_max"),
     ("penalty", float("nan"), "penalty must lie in"),
     ("alpha", 2.0, r"alpha must lie in \(0.0, 2.0\)"),
     ("alpha", 0.0, r"alpha must lie in \(0.0, 2.0\)"),
