@@ -81,12 +81,13 @@ from . import _kernels as K
 from ._problem import Problem, agent_curvature, combine_curvatures
 from .edge import EdgeStream
 from .graphs import GraphArrays, graph_arrays
+from .precondition import CurvatureStatistics, Preconditioner, local_statistics, mean_statistics, preconditioner
 from .results import ADMMHistory, ADMMResult, ADMMStatus
 from .settings import ADMMSettings
-from .solver import (DIVERGENCE_THRESHOLD, Residuals, _adapt_runner_penalty, _limit_status, penalty_for_curvature,
+from .solver import (DIVERGENCE_FACTOR, Residuals, _adapt_runner_penalty, _limit_status, penalty_for_curvature,
                      should_stop)
 
-__all__ = ["solve", "initial_penalty", "STOPPING_RULES"]
+__all__ = ["solve", "initial_penalty", "agreed_preconditioner", "STOPPING_RULES"]
 
 STOPPING_RULES = ("residuals", "budget")
 _TAG_EDGE, _TAG_TREE = 11, 12
@@ -211,6 +212,34 @@ def initial_penalty(objective, net: _Network, method: str) -> float:
     return penalty_for_curvature(combine_curvatures(table[:, 0]), net.ga, method)
 
 
+def agreed_preconditioner(stats: CurvatureStatistics | None, scalable: bool, net: _Network,
+                          settings: ADMMSettings, dim: int) -> Preconditioner | None:
+    """(H3) set-up: the in-process ``solver.problem_preconditioner`` from every agent's statistics, neighbour-only.
+
+    ``stats`` is this agent's ``local_statistics`` and ``scalable`` whether its objective has ``scaled(d)``. One
+    (M1) table gathers, per node, (has statistics, has a dense Hessian, scalable, diag(H_i)); a second one gathers
+    the dense H_i only when some agent has one (D rounds of N n^2 floats per neighbour: set-up only). Every rank then
+    rebuilds the per-agent statistics in node order and calls ``mean_statistics`` and ``preconditioner`` on them,
+    so the mean is the in-process floating-point sum in the in-process order and the result is bit-identical.
+    None (fall back to (H1), no scaling) when preconditioning is off or some agent reports no curvature.
+    """
+    if settings.preconditioning == "none":
+        return None
+    head = [stats is not None, stats is not None and stats.hessian is not None, bool(scalable)]
+    table = net.gather_rows(np.concatenate([np.array(head, np.float64),
+                                            stats.diag if stats is not None else np.zeros(dim)]))
+    if not np.all(table[:, 0] > 0):
+        return None
+    dense = table[:, 1] > 0
+    hess = None
+    if np.any(dense):
+        hess = net.gather_rows(stats.hessian.ravel() if stats.hessian is not None else np.zeros(dim * dim))
+    per_agent = [CurvatureStatistics(table[k, 3:].copy(), hess[k].reshape(dim, dim) if dense[k] else None)
+                 for k in range(net.ga.n_agents)]
+    return preconditioner(mean_statistics(per_agent), net.ga.laplacian_eigenvalues, settings.method,
+                          scalable=bool(np.all(table[:, 2] > 0)))
+
+
 class _LocalProx:
     """prox_{f_i/s} of this node's objective: the compiled ``prox_node`` (built-ins) or the generic path."""
 
@@ -278,12 +307,9 @@ class _NodeRunner:
             self.zbar = 0.5 * (self.x + xb)  # (S4)
         self.n_iter += n
 
-    def local_terms(self):
-        """Local maxima of (R1)-(R4) inputs: (r, s, x-scale, lam-scale)."""
-        z = 0.5 * (self.x[None, :] + self.nbr_x)
-        r = float(np.max(np.abs(self.x[None, :] - z)))
-        s = self.rho * float(np.max(np.abs(self.d * (self.zbar - self.zbar_prev))))
-        return r, s, max(float(np.max(np.abs(self.x))), float(np.max(np.abs(z)))), float(np.max(np.abs(self.lam)))
+    def residual_inputs(self):
+        """This node's share of the (R1)-(R4) inputs: x_i, z_e of its edges, d_i (z̄_i - z̄_i^prev), lam_i."""
+        return self.x, 0.5 * (self.x[None, :] + self.nbr_x), self.d * (self.zbar - self.zbar_prev), self.lam
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.lam)))
@@ -373,11 +399,8 @@ class _EdgeRunner:
             self._epoch()
         self.n_iter += n
 
-    def local_terms(self):
-        r = float(np.max(np.abs(self.x[None, :] - self.z)))
-        s = self.rho * float(np.max(np.abs(self.S[0] - self.S_snap)))
-        x_scale = max(float(np.max(np.abs(self.x))), float(np.max(np.abs(self.z))))
-        return r, s, x_scale, float(np.max(np.abs(self.Lam[0])))
+    def residual_inputs(self):
+        return self.x, self.z, self.S[0] - self.S_snap, self.Lam[0]
 
     def finite(self):
         return bool(np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.z)) and np.all(np.isfinite(self.lam)))
@@ -403,8 +426,9 @@ def _fingerprint(settings, seed, schedule, stopping) -> int:
 
 
 def _handshake(comm, ga, node, objective, settings, seed, schedule, stopping):
-    """Map nodes to ranks and validate, raising the same error on every rank. Returns (me, rank_of, prox)."""
-    err, me, prox, dim = None, -1, None, -1
+    """Map nodes to ranks and validate, raising the same error on every rank. Returns (me, rank_of, prox, this
+    agent's curvature statistics or None)."""
+    err, me, prox, dim, stats = None, -1, None, -1, None
     try:
         if node is None:
             me = comm.Get_rank()
@@ -415,6 +439,8 @@ def _handshake(comm, ga, node, objective, settings, seed, schedule, stopping):
                 raise ValueError(f"node {node!r} is not a node of the graph") from None
         prox = _LocalProx(objective, settings)
         dim = prox.dim
+        if settings.preconditioning != "none":  # a bad hessian() is reported on every rank, not only here
+            stats = local_statistics(objective, dim)
     except (TypeError, ValueError) as exc:
         err = f"{type(exc).__name__}: {exc}"
     rows = comm.allgather((me, dim, _fingerprint(settings, seed, schedule, stopping), err))
@@ -430,7 +456,7 @@ def _handshake(comm, ga, node, objective, settings, seed, schedule, stopping):
         raise ValueError("settings, seed, schedule and stopping must be identical on every rank")
     rank_of = np.empty(ga.n_agents, np.int64)
     rank_of[owners] = np.arange(len(owners))
-    return me, rank_of, prox
+    return me, rank_of, prox, stats
 
 
 def solve(objective, graph, settings: ADMMSettings | None = None, *, seed=0, comm=None, node=None, schedule=None,
@@ -500,20 +526,27 @@ def solve(objective, graph, settings: ADMMSettings | None = None, *, seed=0, com
     if settings.edge_probabilities is not None and len(settings.edge_probabilities) != ga.n_edges:
         raise ValueError(f"ADMMSettings.edge_probabilities has {len(settings.edge_probabilities)} entries but the "
                          f"graph has {ga.n_edges} edges")
-    me, rank_of, prox = _handshake(comm, ga, node, objective, settings, seed, schedule, stopping)
+    me, rank_of, prox, stats = _handshake(comm, ga, node, objective, settings, seed, schedule, stopping)
     net = _Network(comm, graph, ga, me, rank_of)
     try:
-        return _run(net, prox, objective, settings, int(seed), schedule, stopping, t_start)
+        return _run(net, prox, objective, stats, settings, int(seed), schedule, stopping, t_start)
     finally:
         net.free()
 
 
-def _run(net: _Network, prox: _LocalProx, objective, settings: ADMMSettings, seed: int, schedule, stopping,
+def _run(net: _Network, prox: _LocalProx, objective, stats, settings: ADMMSettings, seed: int, schedule, stopping,
          t_start) -> ADMMResult:
     ga = net.ga
-    rho = settings.penalty if settings.penalty is not None else initial_penalty(objective, net, settings.method)
-    rho = min(max(float(rho), settings.penalty_min), settings.penalty_max)
+    prec = agreed_preconditioner(stats, callable(getattr(objective, "scaled", None)), net, settings, prox.dim)
+    scale = prec.scale if prec is not None and prec.scaled else None
+    if settings.penalty is not None:
+        rho = settings.penalty
+    else:
+        rho = prec.penalty if prec is not None else initial_penalty(objective, net, settings.method)
+        rho = min(max(float(rho), settings.penalty_min), settings.penalty_max)
     rho_init = rho
+    if scale is not None:  # the solver runs on y = x / scale: this agent's g_i(y) = f_i(scale * y)
+        prox = _LocalProx(objective.scaled(scale), settings)
     if settings.uses_edge_kernel:
         stream = EdgeStream(np.random.default_rng(seed), ga.n_edges, settings.schedule, settings.edge_probabilities,
                             settings.drop_prob, replay=schedule)
@@ -530,20 +563,24 @@ def _run(net: _Network, prox: _LocalProx, objective, settings: ADMMSettings, see
     r = s = eps_pri = eps_dual = float("nan")
     ci, ai = settings.check_interval, settings.adaptive_penalty_interval
     checks = stopping == "residuals"
+    unscale = (lambda y: y) if scale is None else (lambda y: y * scale)
+    x_ref, first_check = 1.0, True  # x0 = 0: the in-process max(1, ||x0||)
     while k < settings.max_iter:
         nxt = min((k // ci + 1) * ci, settings.max_iter) if checks else settings.max_iter
         if settings.adaptive_penalty:
             nxt = min(nxt, (k // ai + 1) * ai)
         runner.run(nxt - k)
         k = nxt
-        res, diverged = _global_residuals(net, runner, settings)
+        res, res_y, bad = _global_residuals(net, runner, settings, scale)
         r, s, eps_pri, eps_dual = res.r, res.s, res.eps_pri, res.eps_dual
-        if diverged:
+        if first_check:  # the problem's own scale, as in-process
+            x_ref, first_check = max(x_ref, res.x_scale), False
+        if bad or res.x_scale > DIVERGENCE_FACTOR * x_ref:
             status, message = ADMMStatus.DIVERGED, f"non-finite or exploding iterates at iteration {k}"
             break
         if k % ci == 0 or k == settings.max_iter:
             if settings.record_history:
-                _, cons, obj = _network_diagnostics(net, runner.x, objective)
+                _, cons, obj = _network_diagnostics(net, unscale(runner.x), objective)
                 for key, val in (("iteration", k), ("primal_residual", r), ("dual_residual", s),
                                  ("eps_primal", eps_pri), ("eps_dual", eps_dual), ("consensus_error", cons),
                                  ("objective", obj), ("penalty", runner.rho)):
@@ -552,23 +589,28 @@ def _run(net: _Network, prox: _LocalProx, objective, settings: ADMMSettings, see
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            n_updates += _adapt_runner_penalty(runner, res, settings)
+            n_updates += _adapt_runner_penalty(runner, res_y, settings)  # (H2) on the scaled problem
     if status is None:
         status, message = _limit_status(res, settings)
     solve_time = time.perf_counter() - t_solve
 
-    consensus, cons_err, objective_value = _network_diagnostics(net, runner.x, objective)
+    x = unscale(runner.x.copy())
+    consensus, cons_err, objective_value = _network_diagnostics(net, x, objective)
     if status == ADMMStatus.DIVERGED:
         objective_value = float("nan")
     msgs, floats, per_edge = runner.counts()
     extras = runner.extras()
+    if scale is not None:  # back to the original units (x = scale y, lam_x = lam_y / scale), as in-process
+        extras["dual"] = extras["dual"] / scale
+        if extras["edge_z"] is not None:
+            extras["edge_z"], extras["edge_duals"] = extras["edge_z"] * scale, extras["edge_duals"] / scale
     history = None
     if settings.record_history:
         history = ADMMHistory(**{key: np.asarray(val, dtype=np.int64 if key == "iteration" else float)
                                  for key, val in hist.items()})
     local_edges = ga.inc_edge[ga.inc_ptr[net.me]:ga.inc_ptr[net.me + 1]]
     return ADMMResult(
-        x=runner.x.copy(), consensus=consensus, dual=extras["dual"], edge_z=extras["edge_z"],
+        x=x, consensus=consensus, dual=extras["dual"], edge_z=extras["edge_z"],
         edge_duals=extras["edge_duals"], nodes=[ga.nodes[net.me]], edges=ga.edges[local_edges].copy(),
         method=settings.method, status=status, message=message,
         primal_residual=r, dual_residual=s, eps_primal=eps_pri, eps_dual=eps_dual,
@@ -576,23 +618,39 @@ def _run(net: _Network, prox: _LocalProx, objective, settings: ADMMSettings, see
         n_iter=k, n_activations=k * ga.n_edges, n_penalty_updates=n_updates, penalty=runner.rho,
         initial_penalty=rho_init,
         messages_per_node=np.array([msgs], np.int64), floats_per_node=np.array([floats], np.int64),
-        messages_per_edge=per_edge, setup_time=setup_time, solve_time=solve_time, history=history,
+        messages_per_edge=per_edge, setup_time=setup_time, solve_time=solve_time,
+        scale=np.ones(prox.dim) if scale is None else scale.copy(), history=history,
         schedule=extras.get("schedule"),
         extra=dict(rank=net.comm.Get_rank(), node_index=net.me, bytes_sent=net.data_bytes,
                    control_bytes_sent=net.control_bytes, stopping=stopping),
     )
 
 
-def _global_residuals(net: _Network, runner, settings: ADMMSettings) -> tuple[Residuals, bool]:
-    """(R1)-(R4) and the divergence test, from local maxima through (M1): the same values on every rank."""
-    r, s, x_scale, lam_scale = runner.local_terms()
-    bad = not runner.finite() or not (math.isfinite(r) and math.isfinite(s))
-    local = np.nan_to_num(np.array([r, s, x_scale, lam_scale, float(np.max(np.abs(runner.x))), float(bad)]),
-                          nan=np.inf)
-    r, s, x_scale, lam_scale, xmax, bad = (float(v) for v in net.flood_max(local))
-    res = Residuals(r, s, settings.eps_abs + settings.eps_rel * x_scale, settings.eps_abs + settings.eps_rel *
-                    lam_scale, x_scale, lam_scale)
-    return res, bool(bad) or xmax > DIVERGENCE_THRESHOLD
+def _local_terms(x, z, dz, lam, rho) -> list:
+    """This node's maxima of the (R1)-(R4) inputs with the in-process arithmetic: [r, s, x-scale, lam-scale]."""
+    x_abs, z_abs = float(np.max(np.abs(x))), float(np.max(np.abs(z)))
+    return [float(np.max(np.abs(x[None, :] - z))), float(rho * np.max(np.abs(dz))), max(x_abs, z_abs),
+            float(np.max(np.abs(lam)))]
+
+
+def _global_residuals(net: _Network, runner, settings: ADMMSettings, scale) -> tuple[Residuals, Residuals, bool]:
+    """(R1)-(R4) in the original units and in the scaled ones (for (H2)), and the non-finite flag, from local
+    maxima through one (M1): the same values on every rank. Original units: x = scale y, z = scale z_y,
+    dz = dz_y / scale, lam = lam_y / scale, elementwise as in-process (``solver._residuals``)."""
+    x, z, dz, lam = runner.residual_inputs()
+    terms = _local_terms(x, z, dz, lam, runner.rho)
+    if scale is not None:
+        terms = _local_terms(x * scale, z * scale, dz / scale, lam / scale, runner.rho) + terms
+    bad = not runner.finite() or not (math.isfinite(terms[0]) and math.isfinite(terms[1]))
+    flooded = net.flood_max(np.nan_to_num(np.array(terms + [float(bad)]), nan=np.inf))
+    found = [_as_residuals(flooded[o:o + 4], settings) for o in range(0, len(terms), 4)]
+    return found[0], found[-1], bool(flooded[-1])
+
+
+def _as_residuals(terms, settings: ADMMSettings) -> Residuals:
+    r, s, x_scale, lam_scale = (float(v) for v in terms)
+    return Residuals(r, s, settings.eps_abs + settings.eps_rel * x_scale, settings.eps_abs + settings.eps_rel *
+                     lam_scale, x_scale, lam_scale)
 
 
 def _network_diagnostics(net: _Network, x: np.ndarray, objective):

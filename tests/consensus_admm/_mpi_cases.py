@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from consensus_admm import ADMMSettings, Lasso, LeastSquares
+from consensus_admm import ADMMSettings, Averaging, Lasso, LeastSquares
+from consensus_admm.testing import build_problem
 
 
 class ShrunkQuadratic:
@@ -39,6 +40,13 @@ class FailsAfter(ShrunkQuadratic):
     def prox(self, v, t):
         self.calls += 1
         return np.full(self.dim, np.nan) if self.calls >= self.after else super().prox(v, t)
+
+
+class BadHessian(ShrunkQuadratic):
+    """A generic objective whose ``hessian()`` has the wrong shape (the preconditioning set-up must refuse it)."""
+
+    def hessian(self):
+        return np.eye(self.dim + 1)
 
 
 def _failing(i, seed, dim=3):
@@ -77,6 +85,27 @@ def _least_squares(i, seed, dim=5):
 def _generic(i, seed, dim=4):
     rng = np.random.default_rng([seed, i])
     return ShrunkQuadratic(rng.normal(size=dim), 0.5 + i)
+
+
+def _built(kind, n_agents, dim, **kwargs):
+    """Agent i's objective of ``testing.build_problem`` (the builder draws the stacked data; the rank keeps only
+    its own agent's objective)."""
+    def objective(i, seed):
+        return build_problem(kind, n_agents, dim, seed, **kwargs).objectives[i]
+    return objective
+
+
+# Ill-conditioned problems for the preconditioned default: feature scales spanning 1e-2..1e2 (diag(H̄) spans 1e8:
+# the default solves in 50 iterations, preconditioning="none" does not in 3000) and cond(A'A) = 1e4.
+_LS_SCALES = _built("least_squares", 4, 5, feature_scales=np.logspace(-2, 2, 5))
+_LASSO_SCALES = _built("lasso", 5, 4, feature_scales=np.logspace(-1.5, 1.5, 4))
+_LS_COND = _built("least_squares", 4, 5, condition_number=1e4)
+_AVERAGING = _built("averaging", 4, 3)
+
+
+def _mixed(i, seed):
+    """Agent 0 diagonal (its diag(h_0) enters the mean Hessian), the others dense with feature scales."""
+    return Averaging(np.arange(1.0, 6.0), weight=2.0) if i == 0 else _LS_SCALES(i, seed)
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,20 @@ CASES = {
         method="async", penalty=1.5, max_iter=30, edge_probabilities=tuple(float(k + 1) for k in range(
             _random_graph().number_of_edges()))), seed=2),
     "sync_diverges_on_one_rank": Case(4, _four_graph, _failing, ADMMSettings(penalty=1.0, max_iter=200)),
+    # The preconditioned default (ADMMSettings() apart from budgets) and preconditioning="none" on the same problems.
+    "default_least_squares_scales": Case(4, _four_graph, _LS_SCALES, ADMMSettings()),
+    "none_least_squares_scales": Case(4, _four_graph, _LS_SCALES, ADMMSettings(preconditioning="none",
+                                                                               max_iter=300)),
+    "default_least_squares_cond": Case(4, _four_graph, _LS_COND, ADMMSettings(max_iter=2000)),
+    "default_adaptive_edge_scales": Case(4, _four_graph, _LS_SCALES, ADMMSettings(
+        alpha=1.5, adaptive_penalty=True, adaptive_penalty_interval=20, penalty=50.0, max_iter=400)),
+    "default_async_lasso_scales": Case(5, _five_graph, _LASSO_SCALES, ADMMSettings(method="async", max_iter=60),
+                                       seed=4),
+    "none_async_lasso_scales": Case(5, _five_graph, _LASSO_SCALES, ADMMSettings(
+        method="async", preconditioning="none", max_iter=60), seed=4),
+    "default_averaging": Case(4, _four_graph, _AVERAGING, ADMMSettings()),
+    "default_mixed_diagonal_dense": Case(4, _four_graph, _mixed, ADMMSettings(max_iter=300)),
+    "default_generic_fallback": Case(4, _four_graph, _generic, ADMMSettings(max_iter=200)),  # no curvature: (H1)
 }
 
 
@@ -159,7 +202,8 @@ def _run_worker(out_dir, names):
                  per_edge=res.messages_per_edge, node_index=res.extra["node_index"],
                  edge_z=empty if res.edge_z is None else res.edge_z,
                  schedule=empty if res.schedule is None else res.schedule,
-                 bytes_sent=res.extra["bytes_sent"], n_updates=res.n_penalty_updates)
+                 bytes_sent=res.extra["bytes_sent"], n_updates=res.n_penalty_updates, scale=res.scale,
+                 edge_duals=empty if res.edge_duals is None else res.edge_duals, success=res.success)
 
 
 def _run_errors(out_dir):
@@ -175,6 +219,8 @@ def _run_errors(out_dir):
         "size": lambda: solve(_least_squares(rank, 0), nx.cycle_graph(4), ADMMSettings(penalty=1.0)),
         "settings": lambda: solve(_least_squares(rank, 0), nx.cycle_graph(3), ADMMSettings(penalty=1.0 + rank)),
         "bad_objective": lambda: solve(object() if rank == 2 else _least_squares(rank, 0), nx.cycle_graph(3)),
+        "bad_hessian": lambda: solve(BadHessian([0.0, 1.0], 1.0) if rank == 1 else ShrunkQuadratic([0.0, 1.0], 1.0),
+                                     nx.cycle_graph(3)),
     }
     lines = []
     for name, call in checks.items():

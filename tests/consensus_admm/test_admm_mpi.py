@@ -74,8 +74,11 @@ def test_mpi_run_equals_in_process(mpi_results, name):
         incident = np.flatnonzero((ref.edges == i).any(axis=1))
         np.testing.assert_array_equal(got["per_edge"], ref.messages_per_edge[incident])
         assert int(got["bytes_sent"]) == 8 * ref.floats_per_node[i]  # every data message is one float64 x
+        np.testing.assert_array_equal(got["scale"], ref.scale)  # the agreed scale is bit-identical
+        assert bool(got["success"]) == ref.success
         if ref.edge_z is not None:
             np.testing.assert_allclose(got["edge_z"], ref.edge_z[incident], rtol=0, atol=MPI_ORACLE_ATOL)
+            np.testing.assert_allclose(got["edge_duals"], ref.edge_duals[incident], rtol=0, atol=MPI_ORACLE_ATOL)
         if ref.schedule is not None:
             np.testing.assert_array_equal(got["schedule"], ref.schedule)
     # Statuses are agreed: every rank reports the same.
@@ -91,6 +94,17 @@ def test_cases_exercise_concurrency_and_stopping():
     assert C.in_process(C.CASES["async_budget"]).status.name == "MAX_ITER"
     # Only agent 2's objective fails; every rank must still report DIVERGED at the same check.
     assert C.in_process(C.CASES["sync_diverges_on_one_rank"]).status.name == "DIVERGED"
+    # The preconditioned default scales the ill-conditioned problems and solves where "none" does not.
+    for name in ("default_least_squares_scales", "default_least_squares_cond", "default_adaptive_edge_scales",
+                 "default_async_lasso_scales", "default_mixed_diagonal_dense"):
+        assert not np.all(C.in_process(C.CASES[name]).scale == 1.0), name
+    assert C.in_process(C.CASES["default_least_squares_scales"]).status.name == "SOLVED"
+    assert C.in_process(C.CASES["default_async_lasso_scales"]).status.name == "SOLVED"
+    for name in ("none_least_squares_scales", "none_async_lasso_scales", "default_averaging",
+                 "default_generic_fallback"):
+        ref = C.in_process(C.CASES[name])
+        assert np.all(ref.scale == 1.0) and ref.status.name == ("SOLVED" if "default" in name else "MAX_ITER"), name
+    assert C.in_process(C.CASES["default_adaptive_edge_scales"]).n_penalty_updates > 0
 
 
 def test_bad_input_raises_on_every_rank(tmp_path):
@@ -99,6 +113,7 @@ def test_bad_input_raises_on_every_rank(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     per_rank = [(tmp_path / f"errors_{r}.txt").read_text().splitlines() for r in range(3)]
     for check, needle in (("dimension", "mismatched dimensions"), ("size", "launch one process per node"),
-                          ("settings", "identical on every rank"), ("bad_objective", "rank(s) 2")):
+                          ("settings", "identical on every rank"), ("bad_objective", "rank(s) 2"),
+                          ("bad_hessian", "rank(s) 1")):
         got = [ln for lines in per_rank for ln in lines if ln.startswith(check + " ")]
         assert len(got) == 3 and all(needle in ln for ln in got), (check, got)
