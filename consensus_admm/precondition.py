@@ -26,7 +26,8 @@ lambda_2, _N   -                   scalars    extreme nonzero eigenvalues of the
 
 Equations
 ---------
-Every agent computes (h_i, H_i) locally; one average consensus (in-process: the mean; under MPI: an allreduce)
+Every agent computes (h_i, H_i) locally; one average consensus (in-process: the mean; under MPI: a neighbour-only
+gather of every agent's statistics, then the same mean in node order, :func:`consensus_admm.mpi.agreed_preconditioner`)
 gives h̄ and H̄ to all. Then every agent evaluates the same deterministic function :func:`preconditioner`:
 
     c_k  = h̄_k if h̄_k > 0 else geomean{h̄_j : h̄_j > 0}                                                    (P1)
@@ -142,7 +143,7 @@ def preconditioner(stats: CurvatureStatistics, laplacian_eigenvalues: tuple[floa
     Parameters
     ----------
     stats : CurvatureStatistics
-        The mean over agents (:func:`mean_statistics` in-process; an allreduce of the local statistics under MPI).
+        The mean over agents (:func:`mean_statistics`, in-process and under MPI on the gathered statistics).
     laplacian_eigenvalues : (lambda_2, lambda_N) of the graph Laplacian (unused for ``method="star"``).
     method : "sync", "async" or "star".
     scalable : bool
