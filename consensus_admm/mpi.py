@@ -14,8 +14,20 @@ lam_i       ``lam`` / ``Lam[0]``   (n,)        aggregate dual sum_{e in E(i)} la
 z_e         ``z[l]``               (d_i, n)    replica of the edge variable of the l-th incident edge
 lam_{e,q}   ``lam[l, s]``          (d_i,2,n)   replica of both endpoint duals of that edge (s = side)
 S_i         ``S[0]``               (n,)        sum_{e in E(i)} z_e
+d           ``scale``              (n,)        diagonal scale of preconditioning, x = d y (ones: unscaled)
 D, R        ``diameter``, tree     -           graph diameter; BFS spanning tree rooted at a graph centre
 ==========  =====================  ==========  ==========================================================
+
+Preconditioning (the in-process default, :mod:`consensus_admm.precondition`): each rank computes its agent's
+curvature statistics (h_i, H_i) = ``local_statistics(f_i)`` and the table of all agents' statistics is gathered
+neighbour-only by (M1) below (a second table carries the dense H_i only when some agent has one). Every rank then
+evaluates ``mean_statistics`` on the table's rows in node order -- the in-process floating-point sum in the
+in-process order -- and ``preconditioner`` on the mean, so all ranks hold the in-process scale d and penalty rho_0
+bit for bit (:func:`agreed_preconditioner`). The iterations below run on y = x / d with this agent's g_i(y) =
+f_i(d y) (``f_i.scaled(d)``); x_i = d y_i, the duals lam / d, the edge replicas z d and lam / d, and the residuals
+(R1)-(R4) are reported in the original units, while (H2) balances the scaled residuals, as in-process. With
+``preconditioning="none"``, or when some agent reports no curvature, d = 1 and rho_0 is (H1) from the gathered
+per-agent curvature (:func:`initial_penalty`).
 
 Sync (node form, alpha = 1, no drops): one neighbourhood collective (``Neighbor_allgather`` on a distributed-graph
 communicator built from the networkx graph) per iteration carries x_j^{k+1} from every neighbour, then node i
@@ -43,10 +55,12 @@ Stopping and diagnostics, neighbour-only (no global reduction anywhere):
     m^{(t+1)} = max(m^{(t)}, max_{j in N_i} m_j^{(t)}),   t < D   =>  m^{(D)} = global maxima on every rank    (M1)
 
 All residuals (R1)-(R4) are maxima (infinity norms), so (M1) gives every rank the exact global values, hence
-identical stopping, penalty-adaptation and status decisions (statuses are agreed by construction). Per-agent
-statistics (the penalty set-up) are gathered by (M1) on a table with one row per node. Sums (the network mean
-and the objective in the result and history) are a convergecast up the BFS tree and a broadcast down it
-(2 x depth <= 2 D rounds, messages of n floats):                                                         (T1)
+identical stopping, penalty-adaptation and status decisions (statuses are agreed by construction). DIVERGED is the
+in-process rule: a non-finite value anywhere, or max(||x||, ||z||) above ``DIVERGENCE_FACTOR`` times its value at the
+first check (at least 1). Per-agent statistics (the set-up of the scale and the penalty) are gathered by (M1) on a
+table with one row per node (every row is finite and written by its owner only, so the maximum copies it exactly).
+Sums (the network mean and the objective in the result and history) are a convergecast up the BFS tree and a
+broadcast down it (2 x depth <= 2 D rounds, messages of n floats):                                       (T1)
 ``stopping="budget"`` runs exactly ``max_iter`` iterations with no stopping checks (only the final status is
 computed).
 
@@ -57,12 +71,14 @@ Departures from the in-process solver (and why)
   ``consensus``, ``objective``, ``consensus_error`` are network-wide (T1)/(M1). ``extra`` adds ``rank``,
   ``node_index``, ``bytes_sent`` (iteration messages) and ``control_bytes_sent`` ((M1)/(T1) and set-up).
 * No warm start and no callback (a callback would see only local state); ``method="star"`` needs a centre and is
-  not offered.
+  not offered. ``result.scale`` is the agreed d (the same on every rank); ``success`` is True only for SOLVED.
 * Message loss is simulated exactly as in-process: the message is sent, and both endpoints discard the exchange
   when either uniform says lost (a real lossy link would need an acknowledgement for the same semantics).
-* Set-up: one ``allgather`` of (node index, dimension, settings/seed fingerprint) maps nodes to ranks and makes
-  every rank raise the same error on inconsistent input instead of hanging; the MPI distributed-graph communicator
-  creation is itself collective.
+* Set-up: one ``allgather`` of (node index, dimension, settings/seed fingerprint, local error) maps nodes to ranks
+  and makes every rank raise the same error on inconsistent input (a bad ``hessian()`` included) instead of
+  hanging; the MPI distributed-graph communicator creation is itself collective. The preconditioning statistics
+  cost D neighbourhood rounds of an N x (n + 3) table, plus N x n^2 when some agent has a dense Hessian (n <= 1024,
+  as in-process), once per solve.
 * An agent whose built-in objective kind differs from another's is packed with its own kind (the in-process packing
   uses the widest kind), which changes the prox arithmetic at rounding level only.
 """
@@ -470,7 +486,8 @@ def solve(objective, graph, settings: ADMMSettings | None = None, *, seed=0, com
     graph : networkx.Graph
         The communication graph, the same on every rank (connected, undirected, simple, ``comm.size`` nodes).
     settings : ADMMSettings, optional
-        Identical on every rank; ``method`` "sync" or "async" ("star" needs a centre).
+        Identical on every rank; ``method`` "sync" or "async" ("star" needs a centre). The defaults precondition as
+        in-process (``preconditioning="curvature"``; see the module docstring).
     seed : int
         Shared by all ranks: the async schedule and message losses are derived from it (as in-process).
     comm : mpi4py communicator, optional
