@@ -371,7 +371,7 @@ class _EdgeRunner:
         self.prox.refresh(rho * self.d)
 
     def _local_step(self):  # (A1)
-        v = (self.S[0] - self.Lam[0] / self.rho) / self.d
+        v = (self.S[0] - self.Lam[0] * (1.0 / self.rho)) * (1.0 / self.d)  # the kernels' arithmetic
         self.prox(self.rho * self.d, v, self.x)
 
     def _update(self, le, x_other, lost):
