@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ALGORITHMS = ("matrpo", "itrpo", "ctrpo")
+ALGORITHMS = ("matrpo", "itrpo", "ctrpo", "mappo", "fdmarl")
 ENVIRONMENTS = ("cooperative_navigation", "treasure_collection")
 GRAPHS = ("ring", "complete", "star", "erdos_renyi", "path")
 
@@ -140,6 +140,21 @@ class ADMMConfig:
         _check_choice("admm.adv_norm", self.adv_norm, ("pooled", "per_agent", "none"))
 
 
+def _algorithm_sections() -> dict[str, type]:
+    """The ``[mappo]`` and ``[fdmarl]`` sections: the algorithms' own settings classes, defined beside their math.
+
+    Imported on use because ``marl.algos`` imports this module.
+    """
+    from .algos.fdmarl import FDMARLSettings
+    from .algos.mappo import MAPPOSettings
+
+    return {"mappo": MAPPOSettings, "fdmarl": FDMARLSettings}
+
+
+def _default_section(name: str):
+    return field(default_factory=lambda: _algorithm_sections()[name]())
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; saved as ``config.json`` in the run directory."""
@@ -148,6 +163,8 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     admm: ADMMConfig = field(default_factory=ADMMConfig)
+    mappo: MAPPOSettings = _default_section("mappo")  # marl.algos.mappo.MAPPOSettings
+    fdmarl: FDMARLSettings = _default_section("fdmarl")  # marl.algos.fdmarl.FDMARLSettings
     total_steps: int = 2_000_000  # environment steps (one step = all agents act once)
     steps_per_iter: int = 10_000  # environment steps per outer iteration (paper: 10k)
     seed: int = 0
@@ -230,6 +247,11 @@ class TrainConfig:
 
 
 _SECTIONS = {"env": EnvConfig, "trpo": TRPOConfig, "admm": ADMMConfig}
+_SECTION_NAMES = (*_SECTIONS, "mappo", "fdmarl")
+
+
+def _section_class(name: str) -> type:
+    return _SECTIONS[name] if name in _SECTIONS else _algorithm_sections()[name]
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
@@ -267,10 +289,10 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     for key, value in data.items():
         if key not in top_names:
             raise ValueError(f"unknown config key {key!r}; allowed: {sorted(top_names)}")
-        if key in _SECTIONS:
+        if key in _SECTION_NAMES:
             if not isinstance(value, dict):
                 raise ValueError(f"config section {key!r} must be a table/mapping")
-            cls = _SECTIONS[key]
+            cls = _section_class(key)
             allowed = {f.name for f in fields(cls)}
             unknown = set(value) - allowed
             if unknown:
@@ -307,11 +329,12 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) == 1:
-            if parts[0] in _SECTIONS:
+            if parts[0] in _SECTION_NAMES:
                 raise ValueError(f"override {item!r} names a whole section; use {parts[0]}.key=value")
             data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in _SECTIONS:
+        elif len(parts) == 2 and parts[0] in _SECTION_NAMES:
             data[parts[0]][parts[1]] = value
         else:
-            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(_SECTIONS)}")
+            raise ValueError(
+                f"override key {key!r} must be key or section.key with section in {sorted(_SECTION_NAMES)}")
     return config_from_dict(data)

@@ -195,7 +195,8 @@ def train(
                                           "obs": [np.asarray(o).copy() for o in obs]})
             if bar is not None:
                 bar.update(config.steps_per_iter)
-                post = {"ret": metrics.get("env/return", float("nan")), "kl": metrics.get("trpo/kl", float("nan"))}
+                kl = metrics.get("trpo/kl", metrics.get("policy/kl", float("nan")))  # policy/kl: MAPPO, FDMARL
+                post = {"ret": metrics.get("env/return", float("nan")), "kl": kl}
                 if "admm/consensus_error" in metrics:
                     post["cons"] = metrics["admm/consensus_error"]
                 bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()})
