@@ -9,7 +9,8 @@ Rows, all in one run under the same machine load:
 * BenchMARL 1.5.2 MAPPO (``benchmarl.run algorithm=mappo task=pettingzoo/simple_spread``, defaults: 6,000 frames per
   iteration from 10 envs, 45 x 15 minibatches of 400, 2 x 256 Tanh, max_cycles 100, categorical actions, CPU), run
   as a subprocess with the interpreter of its own virtual environment (``--benchmarl-python``). Its frames/s is the
-  frames collected divided by the iteration times it logs (collection + training), first iteration excluded.
+  frames collected divided by the iteration times it logs (collection + training), first iteration excluded; one
+  intra-op thread (``OMP_NUM_THREADS=1``), as our rows.
 
 A BenchMARL frame is one environment step of all agents, the same unit as our env-step.
 
@@ -21,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from marl.algos import make_algorithm
-from marl.config import TrainConfig, apply_overrides
-from marl.rollout import collect_rollout
-from marl.train import make_env_for
+from train_throughput import measure  # the same whole-loop timing as the MATRPO rows (benchmarks/ is on sys.path)
 
 BENCHMARL_BATCH = ["steps_per_iter=6000", "env.n_envs=10", "mappo.epochs=45", "mappo.n_minibatches=15",
                    "mappo.network=paper", "hidden_sizes=256,256", "activation=tanh"]
@@ -43,27 +40,6 @@ ROWS = {
 }
 
 
-def measure(algo_name: str, overrides: list[str], iters: int, warmup: int) -> dict[str, float]:
-    """Median seconds per iteration (total, rollout, update) and env-steps/s over ``iters`` timed iterations."""
-    cfg = apply_overrides(TrainConfig(algo=algo_name), overrides)
-    torch.set_num_threads(cfg.torch_threads or torch.get_num_threads())
-    venv = make_env_for(cfg)
-    algo = make_algorithm(cfg.algo, venv.obs_dims, venv.n_actions, cfg)
-    obs = venv.reset(seed=cfg.seed)
-    rows = []
-    for it in range(warmup + iters):
-        t0 = time.perf_counter()
-        rollout, obs = collect_rollout(venv, algo.act, obs, cfg.steps_per_env)
-        t1 = time.perf_counter()
-        algo.update(rollout, it)
-        t2 = time.perf_counter()
-        if it >= warmup:
-            rows.append({"total": t2 - t0, "rollout": t1 - t0, "update": t2 - t1})
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    med["steps_per_s"] = cfg.steps_per_iter / med["total"]
-    return med
-
-
 def _scalar(run: Path, name: str) -> list[float]:
     files = list(run.rglob(f"scalars/{name}.csv"))
     if not files:
@@ -72,7 +48,7 @@ def _scalar(run: Path, name: str) -> list[float]:
         return [float(row[1]) for row in csv.reader(fh) if row and row[0].strip().lstrip("-").isdigit()]
 
 
-def measure_benchmarl(python: str, iters: int) -> dict[str, float]:
+def measure_benchmarl(python: str, iters: int, threads: int = 1) -> dict[str, float]:
     """BenchMARL's MAPPO for 1 + ``iters`` iterations of 6,000 frames; medians of its logged per-iteration timers."""
     frames = 6000 * (iters + 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,8 +56,11 @@ def measure_benchmarl(python: str, iters: int) -> dict[str, float]:
                f"experiment.max_n_frames={frames}", "experiment.loggers=[csv]", "experiment.render=False",
                "experiment.prefer_continuous_actions=False", "experiment.evaluation=False",
                f"hydra.run.dir={tmp}", f"experiment.save_folder={tmp}"]
+        # One intra-op thread, as our rows (torch_threads=1): on a shared, oversubscribed host BenchMARL's default two
+        # OpenMP threads ran 100x slower than on a quiet one (6,000 frames in 1,374 s).
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True)
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
         run = Path(tmp)
         total = _scalar(run, "timers_iteration_time")[1:]

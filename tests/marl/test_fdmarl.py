@@ -38,8 +38,7 @@ def critic_flats(algo):
     return torch.stack([a.message().double() for a in algo.agents])
 
 
-@pytest.mark.parametrize("critic", ["q", "v"])
-@pytest.mark.parametrize("graph", ["ring", "path", "star"])
+@pytest.mark.parametrize(("graph", "critic"), [("ring", "v"), ("path", "q"), ("star", "v")])
 def test_diffusion_preserves_the_average_and_converges_to_it(graph, critic):
     _, _, algo, _ = one_rollout("env.n_agents=6", f"admm.graph={graph}", f"fdmarl.critic={critic}")
     gen = torch.Generator().manual_seed(0)
@@ -188,3 +187,15 @@ def test_graph_must_be_on_the_agent_indices():
     with pytest.raises(ValueError, match="agent indices"):
         FDMARL(venv.obs_dims, venv.n_actions, cfg.fdmarl, graph=nx.path_graph(["a", "b", "c"]),
                gae=None, gae_boundaries="ignore")
+
+
+@pytest.mark.parametrize("algo", ["mappo", "fdmarl"])
+def test_eval_and_table_read_the_run(tmp_path, algo):
+    from marl.evaluate import evaluate
+    from marl.plotting import summarize_runs
+
+    train(tiny_config(algo, "total_steps=400"), tmp_path / "run", progress=False, tensorboard=False)
+    report = evaluate(tmp_path / "run", episodes=2)
+    assert report["episodes"] == 2 and "coverage_distance_mean" in report
+    table = summarize_runs([tmp_path / "run"], at_steps=400)
+    assert table[algo]["runs"] == 1 and "env/coverage_distance_per_step" in table[algo]
