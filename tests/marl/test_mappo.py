@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from marl.algos import MAPPO, make_algorithm
-from marl.algos.mappo import MAPPOSettings, ValueNorm, agent_kinds, ppo_policy_loss, ppo_value_loss
+from marl.algos.mappo import MAPPOSettings, Tanh, ValueNorm, agent_kinds, ppo_policy_loss, ppo_value_loss
 from marl.config import apply_overrides
 from marl.rollout import collect_rollout
 from marl.train import make_env_for, train
@@ -133,3 +133,11 @@ def test_cli_overrides_reach_the_settings():
     assert cfg.mappo.clip == 0.1 and cfg.mappo.share_parameters is False
     with pytest.raises(ValueError, match="unknown"):
         apply_overrides(cfg, ["mappo.clip_param=0.1"])
+
+
+def test_fast_tanh_is_tanh_with_its_gradient():
+    x = torch.linspace(-20, 20, 2001, dtype=torch.float64, requires_grad=True)
+    y = Tanh()(x)
+    torch.testing.assert_close(y, torch.tanh(x), rtol=0, atol=1e-15)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(g, 1 - torch.tanh(x.detach()) ** 2, rtol=0, atol=1e-14)
