@@ -16,6 +16,7 @@ N_i        ``indptr, indices``    CSR             sorted neighbours of i
 E(i)       ``inc_ptr, inc_edge``  CSR             incident edge ids of i, sorted by edge id
 side       ``inc_side``           (2M,) int64     0 if i == edges[e, 0] else 1
 L          ``laplacian()``        (N, N)          graph Laplacian D - A
+W          ``metropolis_weights``  (N, N)         Metropolis-Hastings mixing matrix (diffusion / gossip)
 =========  =====================  ==============  ====================================================
 """
 
@@ -27,7 +28,7 @@ from functools import cached_property
 import networkx as nx
 import numpy as np
 
-__all__ = ["GraphArrays", "graph_arrays", "laplacian_extreme_eigenvalues"]
+__all__ = ["GraphArrays", "graph_arrays", "laplacian_extreme_eigenvalues", "metropolis_weights"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,3 +160,40 @@ def laplacian_extreme_eigenvalues(ga: GraphArrays) -> tuple[float, float]:
     lmax = float(spla.eigsh(lap, k=1, which="LA", return_eigenvectors=False, tol=1e-6)[0])
     small = spla.eigsh(lap, k=2, sigma=-1e-3 * lmax, which="LM", return_eigenvectors=False, tol=1e-8)
     return float(np.sort(small)[1]), lmax
+
+
+def metropolis_weights(graph: nx.Graph) -> np.ndarray:
+    """Return the Metropolis-Hastings mixing matrix W of ``graph``, shape (N, N), float64, in the graph's node order.
+
+    (W1)  W_ij = 1 / (1 + max(d_i, d_j))   for every edge (i, j)
+    (W2)  W_ii = 1 - sum_{j in N_i} W_ij,   W_ij = 0 for non-neighbours
+
+    W is symmetric, non-negative and doubly stochastic (rows and columns sum to 1), and each node needs only its
+    neighbours' degrees. On a connected graph W has a simple eigenvalue 1 and every other eigenvalue in (-1, 1), so
+    the diffusion x <- W x preserves the average of the rows of x and converges to it (Xiao & Boyd, "Fast linear
+    iterations for distributed averaging", 2004, eq. 13).
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        Connected, undirected, simple graph (validated as by :func:`graph_arrays`).
+
+    Returns
+    -------
+    numpy.ndarray
+        W, shape (N, N); row k belongs to ``list(graph.nodes)[k]``.
+
+    Examples
+    --------
+    >>> metropolis_weights(nx.path_graph(3)).round(3).tolist()
+    [[0.667, 0.333, 0.0], [0.333, 0.333, 0.333], [0.0, 0.333, 0.667]]
+    """
+    ga = graph_arrays(graph)
+    n = ga.n_agents
+    w = np.zeros((n, n))
+    i, j = ga.edges[:, 0], ga.edges[:, 1]
+    weight = 1.0 / (1.0 + np.maximum(ga.degree[i], ga.degree[j]))  # (W1)
+    w[i, j] = weight
+    w[j, i] = weight
+    w[np.arange(n), np.arange(n)] = 1.0 - w.sum(axis=1)  # (W2)
+    return w

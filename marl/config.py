@@ -30,7 +30,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ALGORITHMS = ("matrpo", "itrpo", "ctrpo")
+if typing.TYPE_CHECKING:  # the [mappo]/[fdmarl] sections' classes live beside their algorithms (imported lazily)
+    from .algos.fdmarl import FDMARLSettings
+    from .algos.mappo import MAPPOSettings
+
+ALGORITHMS = ("matrpo", "itrpo", "ctrpo", "mappo", "fdmarl")
 SAMPLING_NOISE = ("independent", "shared")
 ENVIRONMENTS = ("cooperative_navigation", "treasure_collection")
 GRAPHS = ("ring", "complete", "star", "erdos_renyi", "path")
@@ -70,12 +74,13 @@ def _check_positive(name: str, value: float | int, *, allow_zero: bool = False) 
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    # The [mappo]/[fdmarl] annotations name classes defined beside their algorithms (imported lazily).
+    return typing.get_type_hints(cls, localns={c.__name__: c for c in _algorithm_sections().values()})
 
 
 def _key_prefix(cls: type) -> str:
     """``"env."`` for the class registered as section ``env`` in ``SECTIONS``; ``""`` for the top level."""
-    return next((f"{name}." for name, section in SECTIONS.items() if section is cls), "")
+    return next((f"{name}." for name, section in sections().items() if section is cls), "")
 
 
 def _is_bool(value: Any) -> bool:
@@ -222,6 +227,21 @@ class ADMMConfig:
         _check_choice("admm.adv_norm", self.adv_norm, ("pooled", "per_agent", "none"))
 
 
+def _algorithm_sections() -> dict[str, type]:
+    """The ``[mappo]`` and ``[fdmarl]`` sections: the algorithms' own settings classes, defined beside their math.
+
+    Imported on use because ``marl.algos`` imports this module.
+    """
+    from .algos.fdmarl import FDMARLSettings
+    from .algos.mappo import MAPPOSettings
+
+    return {"mappo": MAPPOSettings, "fdmarl": FDMARLSettings}
+
+
+def _default_section(name: str):
+    return field(default_factory=lambda: _algorithm_sections()[name]())
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; saved as ``config.json`` in the run directory."""
@@ -230,6 +250,8 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     admm: ADMMConfig = field(default_factory=ADMMConfig)
+    mappo: MAPPOSettings = _default_section("mappo")  # marl.algos.mappo.MAPPOSettings
+    fdmarl: FDMARLSettings = _default_section("fdmarl")  # marl.algos.fdmarl.FDMARLSettings
     total_steps: int = 2_000_000  # environment steps (one step = all agents act once)
     steps_per_iter: int = 10_000  # environment steps per outer iteration (paper: 10k)
     seed: int = 0
@@ -322,6 +344,11 @@ class TrainConfig:
 SECTIONS = {"env": EnvConfig, "trpo": TRPOConfig, "admm": ADMMConfig}
 
 
+def sections() -> dict[str, type]:
+    """Every config section by key: ``SECTIONS`` and the algorithms' own settings (``[mappo]``, ``[fdmarl]``)."""
+    return {**SECTIONS, **_algorithm_sections()}
+
+
 def _parse_text(key: str, tp: Any, text: str) -> Any:
     """A command-line string as the annotation ``tp`` expects (the type check then validates the result)."""
     args = typing.get_args(tp)
@@ -377,10 +404,10 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     for key, value in data.items():
         if key not in top_names:
             raise ValueError(f"unknown config key {key!r}; allowed: {sorted(top_names)}")
-        if key in SECTIONS:
+        if key in sections():
             if not isinstance(value, dict):
                 raise ValueError(f"config section {key!r} must be a table/mapping of keys, got {value!r}")
-            cls = SECTIONS[key]
+            cls = sections()[key]
             allowed = {f.name for f in fields(cls)}
             unknown = set(value) - allowed
             if unknown:
@@ -440,11 +467,11 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) == 1:
-            if parts[0] in SECTIONS:
+            if parts[0] in sections():
                 raise ValueError(f"override {item!r} names a whole section; use {parts[0]}.key=value")
             data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in SECTIONS:
+        elif len(parts) == 2 and parts[0] in sections():
             data[parts[0]][parts[1]] = value
         else:
-            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(SECTIONS)}")
+            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(sections())}")
     return config_from_dict(data)

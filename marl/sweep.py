@@ -79,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
-from .config import SECTIONS, TrainConfig, check_types, config_from_dict
+from .config import TrainConfig, check_types, config_from_dict, sections
 
 MANIFEST_NAME = "experiment.json"
 DONE_NAME = "done.json"
@@ -169,10 +169,10 @@ def _axis_keys(axis: str) -> list[str]:
 def _check_key(key: str, where: str) -> None:
     parts = key.split(".")
     top = {f.name for f in fields(TrainConfig)}
-    if len(parts) == 1 and parts[0] in top and parts[0] not in SECTIONS:
+    if len(parts) == 1 and parts[0] in top and parts[0] not in sections():
         ok = True
-    elif len(parts) == 2 and parts[0] in SECTIONS:
-        ok = parts[1] in {f.name for f in fields(SECTIONS[parts[0]])}
+    elif len(parts) == 2 and parts[0] in sections():
+        ok = parts[1] in {f.name for f in fields(sections()[parts[0]])}
     else:
         ok = False
     if not ok:

@@ -424,7 +424,8 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
                                           "obs": [np.asarray(o).copy() for o in obs]})
             if bar is not None:
                 bar.update(config.steps_per_iter)
-                post = {"ret": metrics.get("env/return", float("nan")), "kl": metrics.get("trpo/kl", float("nan"))}
+                kl = metrics.get("trpo/kl", metrics.get("policy/kl", float("nan")))  # policy/kl: MAPPO, FDMARL
+                post = {"ret": metrics.get("env/return", float("nan")), "kl": kl}
                 if "admm/consensus_error" in metrics:
                     post["cons"] = metrics["admm/consensus_error"]
                 bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()})
