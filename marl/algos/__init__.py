@@ -12,14 +12,14 @@ from .privacy import PrivacyViolation, PrivateStore, acting_as
 def _mappo(obs_dims, n_actions, config) -> MAPPO:
     return MAPPO(obs_dims, n_actions, config.mappo, gae=GAESettings(config.gamma, config.gae_lambda),
                  gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
-                 activation=config.activation, seed=config.seed)
+                 activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
 def _fdmarl(obs_dims, n_actions, config) -> FDMARL:
     graph = communication_graph(config.admm.graph, len(obs_dims), p=config.admm.graph_p, seed=config.seed)
     return FDMARL(obs_dims, n_actions, config.fdmarl, graph=graph, gae=GAESettings(config.gamma, config.gae_lambda),
                   gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
-                  activation=config.activation, seed=config.seed)
+                  activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
 # name -> constructor (obs_dims, n_actions, TrainConfig); MAPPO and FDMARL get their own settings from the config here.

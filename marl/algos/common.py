@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call
 
 from trpo_core import (
+    Categorical,
     MultiCategorical,
     TRPOSettings,
     ValueFitSettings,
@@ -55,6 +56,19 @@ def seed_sequence(seed: int, *words: int) -> np.random.SeedSequence:
 
 # Purpose word of the common seed behind ``sampling_noise = "shared"``: every agent derives the same stream from it.
 SHARED_NOISE_WORD = 3
+
+
+def shared_noise_generator(seed: int) -> torch.Generator:
+    """The action-noise generator every agent derives from the run's seed when ``sampling_noise = "shared"``."""
+    return torch_generator(seed_sequence(seed, SHARED_NOISE_WORD))
+
+
+def sample_actions(dist: Categorical, generator: torch.Generator, shared: bool) -> torch.Tensor:
+    """Independent noise: multinomial draws from ``generator``. Shared: Gumbel-max on uniforms of the logits' shape
+    from the common generator, so agents drawing in step apply the same noise to their own logits."""
+    if shared:
+        return dist.sample_gumbel(torch.rand(dist.logits.shape, generator=generator))
+    return dist.sample(generator)
 
 
 def torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
@@ -99,8 +113,8 @@ class Learner:
             value=value,
             fitter=fitter,
             fit_rng=fit_rng,
-            act_gen=torch_generator(act_seq if config.sampling_noise == "independent"
-                                    else seed_sequence(config.seed, SHARED_NOISE_WORD)),
+            act_gen=(torch_generator(act_seq) if config.sampling_noise == "independent"
+                     else shared_noise_generator(config.seed)),
             batch=None,
         )
         self.shared_noise = config.sampling_noise == "shared"
@@ -115,9 +129,7 @@ class Learner:
         acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``).
         """
         dist = MultiCategorical(self.private.policy(obs)[:, self.acting_heads])
-        if self.shared_noise:
-            return dist.sample_gumbel(torch.rand(dist.logits.shape, generator=self.private.act_gen))
-        return dist.sample(self.private.act_gen)
+        return sample_actions(dist, self.private.act_gen, self.shared_noise)
 
     # -- value function and advantages -----------------------------------------------------------------------------
     def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated, config: TrainConfig):

@@ -88,7 +88,14 @@ from trpo_core import Categorical, GAESettings, flat_params, set_flat_params
 
 from ..networks import MultiHeadPolicy, ValueNet
 from ..rollout import Rollout
-from .common import samples, seed_sequence, standardize, torch_generator
+from .common import (
+    sample_actions,
+    samples,
+    seed_sequence,
+    shared_noise_generator,
+    standardize,
+    torch_generator,
+)
 from .mappo import gae_targets
 from .privacy import PrivateStore, acting_as
 
@@ -158,10 +165,12 @@ class FDMARLAgent:
     all private; only the consensus networks' parameters leave it (:meth:`message`)."""
 
     def __init__(self, owner: int, obs_dims, n_actions, settings: FDMARLSettings, *, gae: GAESettings,
-                 gae_boundaries: str, hidden_sizes, activation: str, seed: np.random.SeedSequence):
+                 gae_boundaries: str, hidden_sizes, activation: str, seed: np.random.SeedSequence,
+                 shared_noise: torch.Generator | None = None):
         init_seq, act_seq, batch_seq = seed.spawn(3)
         torch.manual_seed(int(init_seq.generate_state(1)[0]))
         self.owner = owner
+        self.shared_noise = shared_noise is not None
         self.settings, self.gae, self.gae_boundaries = settings, gae, gae_boundaries
         self.n_agents = len(obs_dims)
         self.pad_to = max(obs_dims)
@@ -181,7 +190,7 @@ class FDMARLAgent:
             actor_optimizer=torch.optim.Adam(actor.parameters(), lr=settings.lr, eps=settings.adam_eps),
             **consensus,
             **optimizers,
-            act_gen=torch_generator(act_seq),
+            act_gen=torch_generator(act_seq) if shared_noise is None else shared_noise,
             batch_rng=np.random.default_rng(batch_seq),
             batch=None,
         )
@@ -189,7 +198,7 @@ class FDMARLAgent:
     # -- acting ------------------------------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Sample a^i ~ pi^i(. | o^i): [B] int64."""
-        return Categorical(self.private.actor(obs)[:, 0]).sample(self.private.act_gen)
+        return sample_actions(Categorical(self.private.actor(obs)[:, 0]), self.private.act_gen, self.shared_noise)
 
     # -- network inputs ----------------------------------------------------------------------------------------------
     def view(self, obs: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
@@ -360,7 +369,8 @@ class FDMARL:
     name = "fdmarl"
 
     def __init__(self, obs_dims, n_actions, settings: FDMARLSettings, *, graph: nx.Graph, gae: GAESettings,
-                 gae_boundaries: str, hidden_sizes=(128, 128), activation: str = "selu", seed: int = 0):
+                 gae_boundaries: str, hidden_sizes=(128, 128), activation: str = "selu", seed: int = 0,
+                 sampling_noise: str = "independent"):
         n = len(obs_dims)
         if set(graph.nodes) != set(range(n)):
             raise ValueError(f"graph nodes must be the agent indices 0..{n - 1}, got {list(graph.nodes)}")
@@ -372,7 +382,9 @@ class FDMARL:
         self.n_agents = n
         self.agents = [
             FDMARLAgent(i, obs_dims, n_actions, settings, gae=gae, gae_boundaries=gae_boundaries,
-                        hidden_sizes=hidden_sizes, activation=activation, seed=seed_sequence(seed, 4, i))
+                        hidden_sizes=hidden_sizes, activation=activation, seed=seed_sequence(seed, 4, i),
+                        # sampling_noise="shared": each agent its own copy of the common-seed generator
+                        shared_noise=shared_noise_generator(seed) if sampling_noise == "shared" else None)
             for i in range(n)
         ]
         self.floats_sent = np.zeros(n)

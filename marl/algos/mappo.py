@@ -72,7 +72,7 @@ from trpo_core import Categorical, GAESettings, compute_gae
 
 from ..networks import mlp_trunk
 from ..rollout import Rollout, next_values
-from .common import samples, seed_sequence, standardize, torch_generator
+from .common import samples, seed_sequence, shared_noise_generator, standardize, torch_generator
 
 NETWORKS = ("mappo", "paper")
 
@@ -279,7 +279,8 @@ class MAPPO:
     name = "mappo"
 
     def __init__(self, obs_dims, n_actions, settings: MAPPOSettings, *, gae: GAESettings, gae_boundaries: str,
-                 hidden_sizes=(128, 128), activation: str = "selu", seed: int = 0):
+                 hidden_sizes=(128, 128), activation: str = "selu", seed: int = 0,
+                 sampling_noise: str = "independent"):
         self.settings = settings
         self.gae = gae
         self.gae_boundaries = gae_boundaries
@@ -299,7 +300,9 @@ class MAPPO:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=settings.critic_lr,
                                                  eps=settings.adam_eps)
         self.value_norm = ValueNorm() if settings.value_norm else _Identity()
-        self.act_gen = torch_generator(act_seq)
+        # sampling_noise="shared": one uniform draw per step, used by every agent (marl.config.TrainConfig).
+        self.shared_noise = sampling_noise == "shared"
+        self.act_gen = shared_noise_generator(seed) if self.shared_noise else torch_generator(act_seq)
         self.batch_rng = np.random.default_rng(batch_seq)
 
     # -- acting ------------------------------------------------------------------------------------------------------
@@ -318,8 +321,15 @@ class MAPPO:
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         """Sample every agent's action from its actor on its own observation: joint action [B, n_agents]."""
         out = torch.empty(obs[0].shape[0], self.n_agents, dtype=torch.long)
-        for k, members in enumerate(self.kinds):
-            a = Categorical(self._logits(k, self._actor_input(k, obs))).sample(self.act_gen)  # [n_k, B]
+        dists = [Categorical(self._logits(k, self._actor_input(k, obs))) for k in range(len(self.kinds))]
+        if self.shared_noise:  # one draw [B, A] per step for every agent of every kind
+            width = max(d.logits.shape[-1] for d in dists)
+            u = torch.rand(obs[0].shape[0], width, generator=self.act_gen)
+        for members, dist in zip(self.kinds, dists):
+            if self.shared_noise:
+                a = dist.sample_gumbel(u[:, :dist.logits.shape[-1]].expand_as(dist.logits).contiguous())
+            else:
+                a = dist.sample(self.act_gen)  # [n_k, B]
             out[:, members] = a.T
         return out
 

@@ -13,7 +13,7 @@ from marl.train import make_env_for, train
 from marl_tiny import tiny_config
 from test_training import comparable, read_rows
 
-ALGOS = ["matrpo", "itrpo", "ctrpo"]
+ALGOS = ["matrpo", "itrpo", "ctrpo", "mappo", "fdmarl"]
 
 
 def _actions_with_equal_logits(algo_name: str, noise: str, env: str = "cooperative_navigation") -> torch.Tensor:
@@ -22,17 +22,19 @@ def _actions_with_equal_logits(algo_name: str, noise: str, env: str = "cooperati
                       "steps_per_iter=1000")
     venv = make_env_for(cfg)
     algo = make_algorithm(cfg.algo, venv.obs_dims, venv.n_actions, cfg)
-    learners = [algo.learner] if algo_name == "ctrpo" else algo.agents
+    policies = {"ctrpo": lambda: [algo.learner.private.policy], "mappo": lambda: list(algo.actors),
+                "fdmarl": lambda: [a.private.actor for a in algo.agents]}.get(
+        algo_name, lambda: [a.private.policy for a in algo.agents])()
     with torch.no_grad():
-        for learner in learners:
-            for p in learner.private.policy.parameters():
+        for policy in policies:
+            for p in policy.parameters():
                 p.zero_()
     rollout, _ = collect_rollout(venv, algo.act, venv.reset(seed=cfg.seed), cfg.steps_per_env)
     return rollout.actions
 
 
 @pytest.mark.parametrize("env", ["cooperative_navigation", "treasure_collection"])
-@pytest.mark.parametrize("algo_name", ["matrpo", "itrpo"])
+@pytest.mark.parametrize("algo_name", ["matrpo", "itrpo", "mappo", "fdmarl"])
 def test_shared_noise_equal_logits_give_equal_actions_independent_agree_at_chance(algo_name, env):
     shared = _actions_with_equal_logits(algo_name, "shared", env)
     assert torch.equal(shared, shared[..., :1].expand_as(shared))  # every agent, every step, every env
