@@ -22,6 +22,7 @@ import torch
 from ..config import TrainConfig
 from ..rollout import Rollout
 from .common import (
+    TeamCheckpoint,
     Learner,
     ValueFits,
     act_independently,
@@ -50,7 +51,7 @@ def _mean_over_agents(metrics: dict[str, float], keys: list[str], n: int) -> Non
         metrics[key] = float(np.mean([metrics[f"{key}_agent_{i}"] for i in range(n)]))
 
 
-class ITRPO:
+class ITRPO(TeamCheckpoint):
     """Independent TRPO learners, one per agent, no communication."""
 
     name = "itrpo"
@@ -94,12 +95,6 @@ class ITRPO:
         metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
         return metrics
 
-    def state_dict(self) -> dict:
-        return {"agents": [a.state_dict() for a in self.agents]}
-
-    def load_state_dict(self, state: dict) -> None:
-        for a, s in zip(self.agents, state["agents"]):
-            a.load_state_dict(s)
 
 
 class CTRPO:

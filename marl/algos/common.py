@@ -77,6 +77,17 @@ def torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
     return gen
 
 
+class TeamCheckpoint:
+    """``state_dict`` / ``load_state_dict`` of an algorithm whose whole state is its agents' (``self.agents``)."""
+
+    def state_dict(self) -> dict:
+        return {"agents": [a.state_dict() for a in self.agents]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for a, s in zip(self.agents, state["agents"]):
+            a.load_state_dict(s)
+
+
 class Learner:
     """One learner: a multi-head categorical policy over its own observation and a value network.
 

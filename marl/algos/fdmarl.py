@@ -89,6 +89,7 @@ from trpo_core import Categorical, GAESettings, flat_params, set_flat_params
 from ..networks import MultiHeadPolicy, ValueNet
 from ..rollout import Rollout
 from .common import (
+    TeamCheckpoint,
     sample_actions,
     samples,
     seed_sequence,
@@ -350,7 +351,7 @@ def _adam_step(optimizer, module: nn.Module, loss: torch.Tensor, max_grad_norm: 
     optimizer.step()
 
 
-class FDMARL:
+class FDMARL(TeamCheckpoint):
     """Fully decentralized networked actor-critic over a communication graph (module docstring for the math).
 
     Parameters
@@ -461,9 +462,3 @@ class FDMARL:
         metrics["comm/floats_sent_total"] = float(self.floats_sent.sum())
         return metrics
 
-    def state_dict(self) -> dict:
-        return {"agents": [a.state_dict() for a in self.agents]}
-
-    def load_state_dict(self, state: dict) -> None:
-        for a, s in zip(self.agents, state["agents"]):
-            a.load_state_dict(s)

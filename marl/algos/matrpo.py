@@ -126,6 +126,7 @@ from trpo_core import (
 from ..config import TrainConfig
 from ..rollout import Rollout
 from .common import (
+    TeamCheckpoint,
     Learner,
     PolicyEvaluator,
     ValueFits,
@@ -365,7 +366,7 @@ class MATRPOAgent(Learner):
         self.private.batch = None
 
 
-class MATRPO:
+class MATRPO(TeamCheckpoint):
     """Fully decentralized MATRPO over a communication graph (see the module docstring for the math).
 
     Parameters
@@ -555,15 +556,3 @@ class MATRPO:
         for q in range(n):
             out[f"comm/floats_sent_agent_{q}"] = float(engine.floats_sent[q])
         return out
-
-    # -- checkpointing ---------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"agents": [a.state_dict() for a in self.agents]}
-
-    def load_state_dict(self, state: dict) -> None:
-        for a, s in zip(self.agents, state["agents"]):
-            a.load_state_dict(s)
-
-    def policies(self):
-        """(policy module, acting heads) per executing learner, for evaluation."""
-        return [(a.private.policy, a.acting_heads) for a in self.agents]
