@@ -15,7 +15,7 @@ occurrence in a tick; a message is lost when its uniform is < drop_prob) and sch
 The prox dispatch (``prox_node``) implements objectives.(P3)-(P5) on packed per-agent arrays (see
 ``objectives.pack``): kind 0 averaging, 1 separable (diagonal H, l1, box), 2 dense H (Cholesky or coordinate
 descent). All kernels use ``cache=True``; the arithmetic of each twin follows its kernel operation by operation, so
-the two agree to round-off (tests/consensus_admm/test_kernels.py).
+the two agree to round-off (tests/consensus_admm/test_admm_kernels.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """On-policy rollouts from a batched environment (``marl.envs.VectorEnv``).
 
-A rollout of T steps over B environment copies is stored time-major. Sample index ``m = t * B + b`` is the same
-environment step for every agent, so per-sample consensus variables line up across agents
-(matrpo-reference-code.md §11: "the samples must stay aligned across agents").
+A rollout of T steps over B environment copies is stored as [T, B, ...]. The updates flatten it env-major
+(``marl.algos.common.samples``: sample ``m = b * T + t``, the original code's order), the same for every agent, so
+per-sample consensus variables line up across agents (matrpo-reference-code.md §11: "the samples must stay aligned
+across agents").
 
 What belongs to whom: agent i's *private* data are ``obs[i]``, ``rewards[..., i]`` and everything derived from them
 (values, advantages); the joint action ``actions`` is the one piece of global information the paper allows (§IV-D).

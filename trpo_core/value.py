@@ -301,7 +301,7 @@ def _adam_step(optimizer: torch.optim.Optimizer, p: Tensor) -> float:
 
 
 def _load_stacked_moments(optimizer, fitters, members, stacked: list[Tensor]) -> None:
-    """Stack the members' Adam moments (all at one step count, checked by ``_stackable``) into ``optimizer``."""
+    """Stack the members' Adam moments (all at one step count, checked by ``_stack_signature``) into ``optimizer``."""
     for i, sp in enumerate(stacked):
         states = [f.optimizer.state.get(ps[i]) for f, ps in zip(fitters, members)]
         if not states[0]:
