@@ -37,7 +37,8 @@ with one neighbour average per iteration:
     z̄_i^{k+1}   = (x_i^{k+1} + x̄_i^{k+1}) / 2                                                           (S4)
 
 This is Shi et al. (2014) eq. (9) with c = rho/2 (test: ``test_edge_form_with_rho_equals_dadmm_with_c_half_rho`` in
-tests/consensus_admm/test_admm_kernels.py). With ``alpha != 1`` or ``drop_prob > 0`` sync runs on the explicit edge state: all edges active each tick, (A1)-(A3).
+tests/consensus_admm/test_admm_kernels.py). With ``alpha != 1`` or ``drop_prob > 0`` sync runs on the explicit edge
+state: all edges active each tick, (A1)-(A3).
 
 ``async`` (Wei & Ozdaglar 2013, §3.6): per tick one edge e = (i, j) is drawn (i.i.d., optionally weighted, or
 cyclic); both endpoints take (A1) from the current state, then the edge takes (A2)-(A3) (see
