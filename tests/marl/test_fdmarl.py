@@ -173,14 +173,6 @@ def test_trains_logs_and_checkpoints(tmp_path, extra):
         assert key in rows[-1], key
 
 
-def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path):
-    cfg = tiny_config("fdmarl", "total_steps=800", "checkpoint_every=2")
-    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
-    train(cfg, tmp_path / "killed", progress=False, tensorboard=False, stop_after=3)
-    train(cfg, tmp_path / "killed", resume=True, progress=False, tensorboard=False)
-    assert rows_of(tmp_path / "killed") == rows_of(tmp_path / "full")
-
-
 def test_graph_must_be_on_the_agent_indices():
     cfg = tiny_config("fdmarl")
     venv = make_env_for(cfg)

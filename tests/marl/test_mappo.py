@@ -120,14 +120,6 @@ def test_update_raises_the_probability_of_advantageous_actions():
     assert prob_of_one() > before + 0.01
 
 
-def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path):
-    cfg = tiny_config("mappo", "total_steps=800", "checkpoint_every=2")
-    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
-    train(cfg, tmp_path / "killed", progress=False, tensorboard=False, stop_after=3)
-    train(cfg, tmp_path / "killed", resume=True, progress=False, tensorboard=False)
-    assert rows_of(tmp_path / "killed") == rows_of(tmp_path / "full")
-
-
 def test_cli_overrides_reach_the_settings():
     cfg = apply_overrides(tiny_config("mappo"), ["mappo.clip=0.1", "mappo.share_parameters=false"])
     assert cfg.mappo.clip == 0.1 and cfg.mappo.share_parameters is False

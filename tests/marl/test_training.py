@@ -49,7 +49,7 @@ def test_algorithm_trains_logs_and_checkpoints(tmp_path, algo):
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", [*ALGOS, "mappo", "fdmarl"])
 def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path, algo):
     cfg = tiny_config(algo, "total_steps=800", "checkpoint_every=2")
     train(cfg, tmp_path / "full", progress=False, tensorboard=False)
