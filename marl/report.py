@@ -43,7 +43,7 @@ import numpy as np
 
 from .checkpoint import atomic_write_bytes
 from .plotting import read_metrics
-from .sweep import MANIFEST_NAME, read_done
+from .sweepdir import MANIFEST_NAME, read_done
 
 REPORT_DIR = "report"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -29,10 +29,12 @@ from trpo_core import (
     unflatten,
 )
 
-from ..config import TrainConfig
 from ..networks import MultiHeadPolicy, ValueNet
 from ..rollout import next_values
 from .privacy import PrivateStore, acting_as
+
+if TYPE_CHECKING:  # annotations only: marl.config imports the [mappo]/[fdmarl] settings from this package
+    from ..config import TrainConfig
 
 
 def trpo_settings(config: TrainConfig) -> TRPOSettings:

@@ -7,12 +7,14 @@
 
 from marl.envs import cooperative_navigation_v0, treasure_collection_v0
 from marl.envs.rendering import record_episode, save_episode_gif, save_gif
-from marl.envs.vector import PettingZooVectorAdapter, VectorEnv, make_vector_env
+from marl.envs.registry import ENV_NAMES, make_vector_env
+from marl.envs.vector import PettingZooVectorAdapter, VectorEnv
 
 __all__ = [
     "cooperative_navigation_v0",
     "treasure_collection_v0",
     "make_vector_env",
+    "ENV_NAMES",
     "VectorEnv",
     "PettingZooVectorAdapter",
     "record_episode",

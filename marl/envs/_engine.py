@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from marl.envs._rng import UniformPool, _fresh_base_seed, base_seed_from
+from marl.envs._rng import UniformPool, fresh_base_seed, base_seed_from
 from marl.envs.vector import VectorEnv
 
 N_MOVES = 5
@@ -145,7 +145,7 @@ class ParticleVectorEnv(VectorEnv):
         """Reset every environment; return the flat observation buffer (see :meth:`views`)."""
         base = base_seed_from(seed)
         if base is None and not self._was_reset:
-            base = self._pending_seed if self._pending_seed is not None else _fresh_base_seed()
+            base = self._pending_seed if self._pending_seed is not None else fresh_base_seed()
         if base is not None:
             self._pool.seed(base)
         else:
