@@ -26,7 +26,39 @@ def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a metrics file of this package ({exc})") from None
     if not rows or "env/steps" not in cols:
         raise ValueError(f"{path} has no rows with env/steps (the run logged no iteration yet)")
-    return {k: np.asarray(v) for k, v in cols.items()}
+    return _rename_legacy({k: np.asarray(v) for k, v in cols.items()})
+
+
+def _rename_legacy(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns of runs logged before the episode metrics said what they hold, under today's names.
+
+    Such runs logged an environment metric ``m`` as ``env/m`` (its value at each episode's last step) and
+    ``env/episode_m`` (its sum over the episode); they are now ``env/m_last_step`` and ``env/m_episode_sum``
+    (:func:`marl.rollout.episode_metric_names`). A run resumed across the renaming has both: the old rows fill the
+    new columns where those are empty.
+    """
+    out = dict(cols)
+    for key in cols:
+        base = key.removeprefix("env/episode_")
+        if base == key or f"env/{base}" not in cols:
+            continue  # not a legacy pair (env/episode_length, the mean episode length, has no env/length)
+        for old, new in ((key, f"env/{base}_episode_sum"), (f"env/{base}", f"env/{base}_last_step")):
+            values = out.pop(old)
+            out[new] = np.where(np.isnan(out[new]), values, out[new]) if new in out else values
+    return out
+
+
+def metric_column(cols: dict[str, np.ndarray], metric: str, where: str) -> np.ndarray:
+    """The column ``metric`` of :func:`read_metrics` output; a legacy name (``env/episode_m``: the episode sum,
+    ``env/m``: the last step's value) finds its column under today's name. ``ValueError`` naming ``where`` and the
+    columns when absent."""
+    if metric in cols:
+        return cols[metric]
+    base = metric.removeprefix("env/episode_")
+    name = f"env/{base}_episode_sum" if base != metric else f"{metric}_last_step"
+    if name in cols:
+        return cols[name]
+    raise ValueError(f"metric {metric!r} not in {where}; columns: {sorted(cols)[:20]} ...")
 
 
 def run_label(run_dir: str | Path) -> str:
@@ -67,9 +99,7 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         raise ValueError(f"labels must give one label per run directory ({len(run_dirs)}), got {len(labels)}")
     for d, label in zip(run_dirs, labels):
         cols = read_metrics(d)
-        if metric not in cols:
-            raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
-        y = cols[metric]
+        y = metric_column(cols, metric, f"{d}/metrics.csv")
         if smooth > len(y):
             raise ValueError(f"smooth (--smooth) {smooth} is longer than the {len(y)} rows of {d}")
         if smooth > 1:
@@ -105,7 +135,7 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
 
 
 def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
-                   metrics=("env/return", "env/episode_coverage_distance", "env/episode_collisions")) -> dict:
+                   metrics=("env/return", "env/coverage_distance_episode_sum", "env/collisions_episode_sum")) -> dict:
     """Per label (algorithm): mean and std over runs of each metric, averaged over the ``window`` iterations that
     end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted.
 
@@ -141,9 +171,9 @@ def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
                              f"{d} has {len(idx)}")
         sel = idx[-window:]
         row = {k: float(np.nanmean(cols[k][sel])) for k in metrics if k in cols}
-        if "env/episode_coverage_distance" in cols and "env/episode_length" in cols:
+        if "env/coverage_distance_episode_sum" in cols and "env/episode_length" in cols:
             # per-step mean of the coverage distance (sum over landmarks of the nearest agent's distance)
-            per_step = cols["env/episode_coverage_distance"][sel] / cols["env/episode_length"][sel]
+            per_step = cols["env/coverage_distance_episode_sum"][sel] / cols["env/episode_length"][sel]
             row["env/coverage_distance_per_step"] = float(np.nanmean(per_step))
         groups[label].append(row)
     if not groups:

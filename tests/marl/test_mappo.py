@@ -84,9 +84,9 @@ def test_trains_logs_and_checkpoints(tmp_path, extra):
     train(tiny_config("mappo", "total_steps=400", *extra), tmp_path / "run", progress=False, tensorboard=False)
     rows = rows_of(tmp_path / "run")
     assert len(rows) == 2
-    for key in ("env/return", "env/coverage_distance", "value/loss", "value/explained_variance", "policy/kl",
+    for key in ("env/return", "env/coverage_distance_last_step", "value/loss", "value/explained_variance", "policy/kl",
                 "ppo/clip_fraction", "ppo/entropy"):
-        assert key in rows[-1] or (key == "env/coverage_distance" and "treasure" in " ".join(extra)), key
+        assert key in rows[-1] or (key == "env/coverage_distance_last_step" and "treasure" in " ".join(extra)), key
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 
