@@ -10,7 +10,8 @@ import torch
 from .algos import make_algorithm
 from .checkpoint import load_checkpoint
 from .rollout import collect_rollout
-from .train import load_run_config, make_env_for, restore_algorithm
+from .env_factory import make_env_for, parallel_env_for
+from .train import load_run_config, restore_algorithm
 
 
 def load_trained(run_dir: str | Path):
@@ -41,9 +42,10 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     config, algo = load_trained(run_dir)
     venv = make_env_for(config, n_envs=episodes, seed=seed)
-    obs = venv.reset(seed=seed)
-    rollout, _ = collect_rollout(venv, algo.act, obs, config.env.max_cycles)
-    eps = rollout.episodes
+    try:
+        eps = first_episodes(venv, algo.act, venv.reset(seed=seed))
+    finally:
+        venv.close()
     returns = np.stack([e["return"] for e in eps])
     out = {
         "episodes": len(eps),
@@ -61,16 +63,37 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
     return out
 
 
+MAX_EVAL_STEPS = 100_000  # an episode longer than this is taken for one that never ends
+
+
+def first_episodes(venv, act, obs) -> list[dict]:
+    """The first episode of each of the ``venv.n_envs`` environments (in environment order), stepping all of them
+    until each has finished one (a paper task's episodes all end at its horizon, so this is one rollout of
+    ``max_cycles`` steps; another environment's may differ in length)."""
+    found: dict[int, dict] = {}
+    steps = 0
+    while len(found) < venv.n_envs:
+        if steps >= MAX_EVAL_STEPS:
+            raise ValueError(f"no episode of environments {sorted(set(range(venv.n_envs)) - set(found))} ended in "
+                             f"{MAX_EVAL_STEPS} steps; evaluation needs episodes that end")
+        rollout, obs = collect_rollout(venv, act, obs, 1)
+        steps += 1
+        for (_, b), ep in zip(rollout.done_index.tolist(), rollout.episodes):
+            found.setdefault(b, ep)
+    return [found[b] for b in range(venv.n_envs)]
+
+
 def write_policy_gif(config, algo, path: str | Path, *, seed: int = 0) -> Path:
     """Render one episode of the trained policies to a GIF (PettingZoo env with ``render_mode='rgb_array'``)."""
     from . import envs
 
-    module = getattr(envs, f"{config.env.name}_v0")
-    env = module.parallel_env(n_agents=config.env.n_agents, reward_mode=config.env.reward_mode,
-                              max_cycles=config.env.max_cycles, render_mode="rgb_array")
+    env = parallel_env_for(config, render_mode="rgb_array")
+    obs_dims = [int(np.prod(env.observation_space(a).shape)) for a in env.possible_agents]
 
     def policy(obs, env):
-        tensors = [torch.as_tensor(np.asarray(obs[a], dtype=np.float32))[None] for a in env.possible_agents]
+        # flattened as PettingZooVectorAdapter does; an agent that has left observes zeros
+        tensors = [torch.as_tensor(np.asarray(obs[a], dtype=np.float32).reshape(1, -1)) if a in obs
+                   else torch.zeros(1, d) for a, d in zip(env.possible_agents, obs_dims)]
         with torch.no_grad():
             joint = algo.act(tensors)[0].numpy()
         return {a: int(joint[k]) for k, a in enumerate(env.possible_agents) if a in env.agents}

@@ -49,24 +49,11 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig, config_from_dict
-from .envs import make_vector_env
+from .env_factory import make_env_for
 from .rollout import collect_rollout
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
-
-
-def make_env_for(config: TrainConfig, n_envs: int | None = None, seed: int | None = None):
-    """The batched environment a config trains on."""
-    env = config.env
-    return make_vector_env(
-        env.name,
-        n_envs=env.n_envs if n_envs is None else n_envs,
-        n_agents=env.n_agents,
-        seed=config.seed if seed is None else seed,
-        reward_mode=env.reward_mode,
-        max_cycles=env.max_cycles,
-    )
 
 
 class MetricLogger:

@@ -15,7 +15,8 @@ import torch
 from marl.algos import FDMARL, PrivacyViolation, make_algorithm
 from marl.algos.fdmarl import FDMARLAgent, FDMARLSettings
 from marl.rollout import collect_rollout
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 from trpo_core import flat_params, set_flat_params
 

@@ -13,7 +13,8 @@ from marl.algos import MAPPO, make_algorithm
 from marl.algos.mappo import MAPPOSettings, Tanh, ValueNorm, agent_kinds, ppo_policy_loss, ppo_value_loss
 from marl.config import apply_overrides
 from marl.rollout import collect_rollout
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 
 

@@ -16,7 +16,8 @@ import torch
 from marl.algos import MATRPO, PrivacyViolation, make_algorithm
 from marl.algos.matrpo import MATRPOAgent
 from marl.config import apply_overrides
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 
 ALGOS = ["matrpo", "itrpo", "ctrpo"]
