@@ -43,7 +43,8 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
     config, algo = load_trained(run_dir)
     venv = make_env_for(config, n_envs=episodes, seed=seed)
     try:
-        eps = first_episodes(venv, algo.act, venv.reset(seed=seed))
+        eps = first_episodes(venv, algo.act, venv.reset(seed=seed),
+                             max_steps=max(MAX_EVAL_STEPS, config.env.max_cycles))
     finally:
         venv.close()
     returns = np.stack([e["return"] for e in eps])
@@ -66,16 +67,17 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
 MAX_EVAL_STEPS = 100_000  # an episode longer than this is taken for one that never ends
 
 
-def first_episodes(venv, act, obs) -> list[dict]:
+def first_episodes(venv, act, obs, *, max_steps: int = MAX_EVAL_STEPS) -> list[dict]:
     """The first episode of each of the ``venv.n_envs`` environments (in environment order), stepping all of them
     until each has finished one (a paper task's episodes all end at its horizon, so this is one rollout of
-    ``max_cycles`` steps; another environment's may differ in length)."""
+    ``max_cycles`` steps; another environment's may differ in length). ``ValueError`` after ``max_steps`` steps
+    without."""
     found: dict[int, dict] = {}
     steps = 0
     while len(found) < venv.n_envs:
-        if steps >= MAX_EVAL_STEPS:
+        if steps >= max_steps:
             raise ValueError(f"no episode of environments {sorted(set(range(venv.n_envs)) - set(found))} ended in "
-                             f"{MAX_EVAL_STEPS} steps; evaluation needs episodes that end")
+                             f"{max_steps} steps; evaluation needs episodes that end")
         rollout, obs = collect_rollout(venv, act, obs, 1)
         steps += 1
         for (_, b), ep in zip(rollout.done_index.tolist(), rollout.episodes):
