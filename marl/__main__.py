@@ -49,7 +49,8 @@ def _train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_run_config, train
+    from .rundir import load_run_config
+    from .train import train
 
     run = train
     if args.backend == "mpi":  # one process per agent (marl.distributed); the agents' ranks return None

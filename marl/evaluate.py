@@ -10,7 +10,8 @@ import torch
 from .algos import make_algorithm
 from .checkpoint import load_checkpoint
 from .rollout import collect_rollout
-from .train import load_run_config, make_env_for, restore_algorithm
+from .rundir import load_run_config, restore_algorithm
+from .train import make_env_for
 
 
 def load_trained(run_dir: str | Path):
