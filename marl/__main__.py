@@ -89,7 +89,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    print(json.dumps(evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, gif=args.gif), indent=2))
+    print(json.dumps(evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, gif=args.gif,
+                              greedy=args.greedy), indent=2))
     return 0
 
 
@@ -102,9 +103,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from .plotting import summarize_runs
+    from .plotting import TABLE_METRICS, summarize_runs
 
-    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window), indent=2))
+    metrics = tuple(args.metric) if args.metric else TABLE_METRICS
+    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window, metrics=metrics), indent=2))
     return 0
 
 
@@ -165,12 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--gif", help="also write one episode as a GIF to this path")
+    e.add_argument("--greedy", action="store_true",
+                   help="take each policy's most probable action (default: sample, as the original code tests)")
     e.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("plot", help="learning curves (mean and spread over seeds)")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("-o", "--output", default="curves.png")
-    p.add_argument("--metric", default="env/return")
+    p.add_argument("--metric", default="env/return", help="a metrics.csv column, e.g. eval/return")
     p.add_argument("--smooth", type=int, default=1)
     p.set_defaults(func=_cmd_plot)
 
@@ -178,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dirs", nargs="+")
     s.add_argument("--at", type=int, required=True, help="environment steps (must end an iteration)")
     s.add_argument("--window", type=int, default=1, help="iterations averaged, ending at --at")
+    s.add_argument("--metric", action="append", metavar="KEY",
+                   help="a metrics.csv column to tabulate instead of return, coverage and collisions, e.g. eval/return "
+                        "(repeatable)")
     s.set_defaults(func=_cmd_table)
 
     w = sub.add_parser("sweep", help="run an experiment file: every grid cell x seed, in parallel, resumable")

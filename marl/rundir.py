@@ -19,9 +19,10 @@ from .config import TrainConfig, config_from_dict
 
 CONFIG_NAME = "config.json"
 
-# Settings a resumed run may change: they change how fast it runs or how often it saves, not what it computes.
+# Settings a resumed run may change: they change how fast it runs, how often it saves or how often it is evaluated
+# (evaluation leaves training untouched), not what it trains. eval_episodes is not one: it changes what eval/* means.
 RESUMABLE_CHANGES = frozenset({"total_steps", "torch_threads", "checkpoint_every", "log_every", "concurrent_value_fit",
-                               "admm.parallel_endpoints"})
+                               "admm.parallel_endpoints", "eval_every"})
 
 
 def save_config(run_dir: Path, config: TrainConfig) -> None:

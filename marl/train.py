@@ -18,6 +18,9 @@ events alike), so a killed run that is resumed produces exactly the rows of an u
 A resumed run keeps its saved settings (a different one is refused) except ``total_steps`` and the settings in
 :data:`marl.rundir.RESUMABLE_CHANGES`.
 
+With ``eval_every > 0``, every ``eval_every``-th iteration's row also holds ``eval/*``: greedy episodes on
+environments of their own (:mod:`marl.evaluate`), which leave the training streams untouched.
+
 Every iteration's losses, metrics and parameters are checked: a NaN or infinity stops the run with
 :class:`~marl.divergence.TrainingDiverged`, naming the quantity and the likely setting, after checkpointing the state at the start of
 that iteration (nothing non-finite is ever logged). Explained variance is exempt: it is undefined (NaN) when a
@@ -27,6 +30,7 @@ batch's returns are constant.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,7 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_
 from .config import TrainConfig
 from .divergence import TrainingDiverged, divergence_message, nonfinite_metrics
 from .envs import make_vector_env
+from .evaluate import eval_seed, evaluate_policy
 from .metrics_log import MetricLogger
 from .rollout import collect_rollout
 from .rundir import (
@@ -169,6 +174,9 @@ def train(
             algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
         else:
             algo = algorithm_factory(venv.obs_dims, venv.n_actions, config)
+        if config.eval_every and "greedy" not in inspect.signature(algo.act).parameters:
+            raise ValueError(f"eval_every={config.eval_every} needs an algorithm that acts greedily; "
+                             f"{type(algo).__name__} cannot (--backend mpi: set eval_every=0)")
         obs = venv.reset(seed=config.seed)
         start = 0
         if state is not None:
@@ -195,6 +203,7 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
     bar = _progress_bar(n_iter * config.steps_per_iter, start * config.steps_per_iter, progress)
     t_start = time.perf_counter()
     metrics: dict[str, float] = {}
+    eval_env = None
     it = start
     # The algorithm's state at the start of the iteration (the one checked finite at the end of the previous one):
     # what a divergence falls back to. One state_dict() per iteration (a gather from the agents' processes under
@@ -227,6 +236,13 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
             metrics["time/rollout"] = t1 - t0
             metrics["time/update"] = t2 - t1
             metrics["time/steps_per_second"] = config.steps_per_iter / (t2 - t0)
+            if config.eval_every and (it + 1) % config.eval_every == 0:
+                t3 = time.perf_counter()
+                if eval_env is None:  # its own environments: the training ones' state is untouched
+                    eval_env = make_env_for(config, n_envs=config.eval_episodes, seed=eval_seed(config.seed))
+                metrics.update(evaluate_policy(eval_env, algo, seed=eval_seed(config.seed),
+                                               n_steps=config.env.max_cycles))
+                metrics["time/eval"] = time.perf_counter() - t3
             logger.log(it, metrics)
             it += 1
             if it % config.checkpoint_every == 0 or it == n_iter:
