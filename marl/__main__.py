@@ -6,7 +6,9 @@ Examples::
     python -m marl train --algo itrpo --steps 2000000 --seed 1 --out runs/itrpo_s1
     python -m marl train --config my.toml --set admm.edge_order=cyclic --set trpo.max_kl=0.002
     python -m marl train --resume runs/matrpo_s0           # continue a killed run
+    python -m marl train --set eval_every=10               # + greedy evaluation every 10 iterations (eval/*)
     python -m marl eval runs/matrpo_s0 --episodes 50 --gif spread.gif
+    python -m marl eval runs/matrpo_s0 --greedy            # each policy's mode instead of sampled actions
     python -m marl plot runs/matrpo_s* runs/itrpo_s* -o curves.png
     python -m marl table runs/matrpo_s* runs/itrpo_s* --at 500000
     python -m marl sweep experiments/fig3a.toml --steps 500000 --seeds 0-2 --jobs 2   # a figure as one command
