@@ -48,8 +48,9 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     ----------
     run_dirs : iterable of paths
     out : path of the image to write (PNG, PDF, SVG …)
-    metric : a metrics.csv column
-    smooth : moving-average window in iterations (1 = none)
+    metric : a metrics.csv column, e.g. ``env/return`` or ``eval/return`` (greedy evaluations, ``eval_every``); rows
+        where it is empty (``eval/*`` between evaluations, an iteration in which no episode ended) are left out
+    smooth : moving-average window in logged values of ``metric`` (iterations for ``env/*``; 1 = none)
     labels : optional list of curve labels, one per run directory (default: :func:`run_label`)
     title : optional figure title
     """
@@ -69,13 +70,15 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         cols = read_metrics(d)
         if metric not in cols:
             raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
-        y = cols[metric]
+        logged = np.isfinite(cols[metric])
+        if not logged.any():
+            raise ValueError(f"metric {metric!r} has no value yet in {d}/metrics.csv")
+        y, x = cols[metric][logged], cols["env/steps"][logged]
         if smooth > len(y):
             raise ValueError(f"smooth (--smooth) {smooth} is longer than the {len(y)} rows of {d}")
         if smooth > 1:
-            kernel = np.ones(smooth) / smooth
-            y = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="valid")
-        x = cols["env/steps"][len(cols["env/steps"]) - len(y):]
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+            x = x[len(x) - len(y):]
         groups[label].append((x, y))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in sorted(groups.items()):
@@ -104,10 +107,15 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     return out
 
 
-def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
-                   metrics=("env/return", "env/episode_coverage_distance", "env/episode_collisions")) -> dict:
+TABLE_METRICS = ("env/return", "env/episode_coverage_distance", "env/episode_collisions")
+
+
+def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_METRICS) -> dict:
     """Per label (algorithm): mean and std over runs of each metric, averaged over the ``window`` iterations that
     end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted.
+
+    A metric logged only in some rows (``eval/return``: every ``eval_every`` iterations) is averaged over the rows of
+    the window that hold it (NaN if none does); choose ``at_steps`` at an evaluation or a ``window`` that spans one.
 
     Raises
     ------
