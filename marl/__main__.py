@@ -7,7 +7,9 @@ Examples::
     python -m marl train --config my.toml --set admm.edge_order=cyclic --set trpo.max_kl=0.002
     python -m marl train --resume runs/matrpo_s0           # continue a killed run
     python -m marl train --env mpe2.simple_spread_v3 --set env.kwargs.N=3 --set env.kwargs.max_cycles=25   # any PettingZoo env
+    python -m marl train --set eval_every=10               # + greedy evaluation every 10 iterations (eval/*)
     python -m marl eval runs/matrpo_s0 --episodes 50 --gif spread.gif
+    python -m marl eval runs/matrpo_s0 --greedy            # each policy's mode instead of sampled actions
     python -m marl plot runs/matrpo_s* runs/itrpo_s* -o curves.png
     python -m marl table runs/matrpo_s* runs/itrpo_s* --at 500000
     python -m marl sweep experiments/fig3a.toml --steps 500000 --seeds 0-2 --jobs 2   # a figure as one command
@@ -50,7 +52,8 @@ def _train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_run_config, train
+    from .rundir import load_run_config
+    from .train import train
 
     run = train
     if args.backend == "mpi":  # one process per agent (marl.distributed); the agents' ranks return None
@@ -89,7 +92,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    print(json.dumps(evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, gif=args.gif), indent=2))
+    print(json.dumps(evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, gif=args.gif,
+                              greedy=args.greedy), indent=2))
     return 0
 
 
@@ -102,9 +106,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from .plotting import summarize_runs
+    from .plotting import TABLE_METRICS, summarize_runs
 
-    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window), indent=2))
+    metrics = tuple(args.metric) if args.metric else TABLE_METRICS
+    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window, metrics=metrics), indent=2))
     return 0
 
 
@@ -167,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--gif", help="also write one episode as a GIF to this path")
+    e.add_argument("--greedy", action="store_true",
+                   help="take each policy's most probable action (default: sample, as the original code tests)")
     e.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("plot", help="learning curves (mean and spread over seeds)")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("-o", "--output", default="curves.png")
-    p.add_argument("--metric", default="env/return")
+    p.add_argument("--metric", default="env/return", help="a metrics.csv column, e.g. eval/return")
     p.add_argument("--smooth", type=int, default=1)
     p.set_defaults(func=_cmd_plot)
 
@@ -180,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dirs", nargs="+")
     s.add_argument("--at", type=int, required=True, help="environment steps (must end an iteration)")
     s.add_argument("--window", type=int, default=1, help="iterations averaged, ending at --at")
+    s.add_argument("--metric", action="append", metavar="KEY",
+                   help="a metrics.csv column to tabulate instead of return, coverage and collisions, e.g. eval/return "
+                        "(repeatable)")
     s.set_defaults(func=_cmd_table)
 
     w = sub.add_parser("sweep", help="run an experiment file: every grid cell x seed, in parallel, resumable")

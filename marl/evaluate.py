@@ -1,4 +1,9 @@
-"""Evaluate a trained run: episodes with the saved policies, convention-free metrics, optional GIF."""
+"""Evaluate a trained run (``python -m marl eval RUN``): episodes with its saved policies, metrics, optional GIF.
+
+:func:`evaluate` samples actions by default, as the original code tests its policies, and takes the mode with
+``--greedy``; episodes are played by :func:`marl.evaluation.play_episodes`, as the ``eval/*`` evaluations during
+training are (their seeds and metrics are described there).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ import torch
 
 from .algos import make_algorithm
 from .checkpoint import load_checkpoint
-from .rollout import collect_rollout
 from .env_factory import make_env_for, parallel_env_for
-from .train import load_run_config, restore_algorithm
+from .evaluation import MAX_EVAL_STEPS, play_episodes
+from .rundir import load_run_config, restore_algorithm
 
 
 def load_trained(run_dir: str | Path):
@@ -32,8 +37,10 @@ def load_trained(run_dir: str | Path):
     return config, algo
 
 
-def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif: str | Path | None = None) -> dict:
-    """Run ``episodes`` full episodes with the run's policies (actions sampled, as the original code tests).
+def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif: str | Path | None = None,
+             greedy: bool = False) -> dict:
+    """Run ``episodes`` full episodes with the run's policies: actions sampled (as the original code tests), or
+    with ``greedy`` each policy's mode (the policy the ``eval/*`` metrics of training measure).
 
     Returns a dict of means and standard deviations: team return (sum over agents and steps), per-agent returns, and
     the environment's metrics (e.g. coverage distance, collisions).
@@ -43,8 +50,7 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
     config, algo = load_trained(run_dir)
     venv = make_env_for(config, n_envs=episodes, seed=seed)
     try:
-        eps = first_episodes(venv, algo.act, venv.reset(seed=seed),
-                             max_steps=max(MAX_EVAL_STEPS, config.env.max_cycles))
+        eps = play_episodes(venv, algo, seed=seed, greedy=greedy, max_steps=max(MAX_EVAL_STEPS, config.env.max_cycles))
     finally:
         venv.close()
     returns = np.stack([e["return"] for e in eps])
@@ -60,33 +66,13 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
             vals = np.array([e[key] for e in eps], dtype=float)
             out[f"{key}_mean"] = float(vals.mean())
     if gif is not None:
-        out["gif"] = str(write_policy_gif(config, algo, gif, seed=seed))
+        out["gif"] = str(write_policy_gif(config, algo, gif, seed=seed, greedy=greedy))
     return out
 
 
-MAX_EVAL_STEPS = 100_000  # an episode longer than this is taken for one that never ends
-
-
-def first_episodes(venv, act, obs, *, max_steps: int = MAX_EVAL_STEPS) -> list[dict]:
-    """The first episode of each of the ``venv.n_envs`` environments (in environment order), stepping all of them
-    until each has finished one (a paper task's episodes all end at its horizon, so this is one rollout of
-    ``max_cycles`` steps; another environment's may differ in length). ``ValueError`` after ``max_steps`` steps
-    without."""
-    found: dict[int, dict] = {}
-    steps = 0
-    while len(found) < venv.n_envs:
-        if steps >= max_steps:
-            raise ValueError(f"no episode of environments {sorted(set(range(venv.n_envs)) - set(found))} ended in "
-                             f"{max_steps} steps; evaluation needs episodes that end")
-        rollout, obs = collect_rollout(venv, act, obs, 1)
-        steps += 1
-        for (_, b), ep in zip(rollout.done_index.tolist(), rollout.episodes):
-            found.setdefault(b, ep)
-    return [found[b] for b in range(venv.n_envs)]
-
-
-def write_policy_gif(config, algo, path: str | Path, *, seed: int = 0) -> Path:
-    """Render one episode of the trained policies to a GIF (PettingZoo env with ``render_mode='rgb_array'``)."""
+def write_policy_gif(config, algo, path: str | Path, *, seed: int = 0, greedy: bool = False) -> Path:
+    """Render one episode of the trained policies (``greedy``: their modes) to a GIF (PettingZoo env with
+    ``render_mode='rgb_array'``)."""
     from . import envs
 
     env = parallel_env_for(config, render_mode="rgb_array")
@@ -97,7 +83,7 @@ def write_policy_gif(config, algo, path: str | Path, *, seed: int = 0) -> Path:
         tensors = [torch.as_tensor(np.asarray(obs[a], dtype=np.float32).reshape(1, -1)) if a in obs
                    else torch.zeros(1, d) for a, d in zip(env.possible_agents, obs_dims)]
         with torch.no_grad():
-            joint = algo.act(tensors)[0].numpy()
+            joint = algo.act(tensors, greedy=greedy)[0].numpy()
         return {a: int(joint[k]) for k, a in enumerate(env.possible_agents) if a in env.agents}
 
     try:

@@ -29,36 +29,47 @@ def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     return _rename_legacy({k: np.asarray(v) for k, v in cols.items()})
 
 
+_SECTIONS = ("env", "eval")  # the sections that hold episode metrics
+
+
 def _rename_legacy(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Columns of runs logged before the episode metrics said what they hold, under today's names.
 
     Such runs logged an environment metric ``m`` as ``env/m`` (its value at each episode's last step) and
-    ``env/episode_m`` (its sum over the episode); they are now ``env/m_last_step`` and ``env/m_episode_sum``
-    (:func:`marl.rollout.episode_metric_names`). A run resumed across the renaming has both: the old rows fill the
-    new columns where those are empty.
+    ``env/episode_m`` (its sum over the episode), and likewise under ``eval/``; they are now ``env/m_last_step`` and
+    ``env/m_episode_sum`` (:func:`marl.rollout.episode_metric_names`). A run resumed across the renaming has both:
+    the old rows fill the new columns where those are empty.
     """
     out = dict(cols)
     for key in cols:
-        base = key.removeprefix("env/episode_")
-        if base == key or f"env/{base}" not in cols:
+        section, _, name = key.partition("/")
+        base = name.removeprefix("episode_")
+        if section not in _SECTIONS or base == name or f"{section}/{base}" not in cols:
             continue  # not a legacy pair (env/episode_length, the mean episode length, has no env/length)
-        for old, new in ((key, f"env/{base}_episode_sum"), (f"env/{base}", f"env/{base}_last_step")):
+        for old, new in ((key, f"{section}/{base}_episode_sum"), (f"{section}/{base}", f"{section}/{base}_last_step")):
             values = out.pop(old)
             out[new] = np.where(np.isnan(out[new]), values, out[new]) if new in out else values
     return out
 
 
-def metric_column(cols: dict[str, np.ndarray], metric: str, where: str) -> np.ndarray:
-    """The column ``metric`` of :func:`read_metrics` output; a legacy name (``env/episode_m``: the episode sum,
-    ``env/m``: the last step's value) finds its column under today's name. ``ValueError`` naming ``where`` and the
-    columns when absent."""
+def find_metric(cols: dict[str, np.ndarray], metric: str) -> np.ndarray | None:
+    """The column ``metric`` of :func:`read_metrics` output, or None; a legacy name (``env/episode_m``: the episode
+    sum, ``env/m``: the last step's value; also under ``eval/``) finds its column under today's name."""
     if metric in cols:
         return cols[metric]
-    base = metric.removeprefix("env/episode_")
-    name = f"env/{base}_episode_sum" if base != metric else f"{metric}_last_step"
-    if name in cols:
-        return cols[name]
-    raise ValueError(f"metric {metric!r} not in {where}; columns: {sorted(cols)[:20]} ...")
+    section, _, name = metric.partition("/")
+    if section not in _SECTIONS:
+        return None
+    base = name.removeprefix("episode_")
+    return cols.get(f"{section}/{base}_episode_sum" if base != name else f"{metric}_last_step")
+
+
+def metric_column(cols: dict[str, np.ndarray], metric: str, where: str) -> np.ndarray:
+    """:func:`find_metric`, with a ``ValueError`` naming ``where`` and the columns when ``metric`` is absent."""
+    column = find_metric(cols, metric)
+    if column is None:
+        raise ValueError(f"metric {metric!r} not in {where}; columns: {sorted(cols)[:20]} ...")
+    return column
 
 
 def run_label(run_dir: str | Path) -> str:
@@ -80,8 +91,9 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     ----------
     run_dirs : iterable of paths
     out : path of the image to write (PNG, PDF, SVG …)
-    metric : a metrics.csv column
-    smooth : moving-average window in iterations (1 = none)
+    metric : a metrics.csv column, e.g. ``env/return`` or ``eval/return`` (greedy evaluations, ``eval_every``); rows
+        where it is empty (``eval/*`` between evaluations, an iteration in which no episode ended) are left out
+    smooth : moving-average window in logged values of ``metric`` (iterations for ``env/*``; 1 = none)
     labels : optional list of curve labels, one per run directory (default: :func:`run_label`)
     title : optional figure title
     """
@@ -99,13 +111,16 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         raise ValueError(f"labels must give one label per run directory ({len(run_dirs)}), got {len(labels)}")
     for d, label in zip(run_dirs, labels):
         cols = read_metrics(d)
-        y = metric_column(cols, metric, f"{d}/metrics.csv")
+        column = metric_column(cols, metric, f"{d}/metrics.csv")
+        logged = np.isfinite(column)
+        if not logged.any():
+            raise ValueError(f"metric {metric!r} has no value yet in {d}/metrics.csv")
+        y, x = column[logged], cols["env/steps"][logged]
         if smooth > len(y):
             raise ValueError(f"smooth (--smooth) {smooth} is longer than the {len(y)} rows of {d}")
         if smooth > 1:
-            kernel = np.ones(smooth) / smooth
-            y = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="valid")
-        x = cols["env/steps"][len(cols["env/steps"]) - len(y):]
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+            x = x[len(x) - len(y):]
         groups[label].append((x, y))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in sorted(groups.items()):
@@ -134,10 +149,15 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     return out
 
 
-def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
-                   metrics=("env/return", "env/coverage_distance_episode_sum", "env/collisions_episode_sum")) -> dict:
+TABLE_METRICS = ("env/return", "env/coverage_distance_episode_sum", "env/collisions_episode_sum")
+
+
+def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_METRICS) -> dict:
     """Per label (algorithm): mean and std over runs of each metric, averaged over the ``window`` iterations that
     end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted.
+
+    A metric logged only in some rows (``eval/return``: every ``eval_every`` iterations) is averaged over the rows of
+    the window that hold it (NaN if none does); choose ``at_steps`` at an evaluation or a ``window`` that spans one.
 
     Raises
     ------
@@ -170,7 +190,7 @@ def summarize_runs(run_dirs, *, at_steps: int, window: int = 1,
             raise ValueError(f"window (--window) {window} needs {window} iterations up to {at_steps} steps; "
                              f"{d} has {len(idx)}")
         sel = idx[-window:]
-        row = {k: float(np.nanmean(cols[k][sel])) for k in metrics if k in cols}
+        row = {k: float(np.nanmean(c[sel])) for k in metrics for c in [find_metric(cols, k)] if c is not None}
         if "env/coverage_distance_episode_sum" in cols and "env/episode_length" in cols:
             # per-step mean of the coverage distance (sum over landmarks of the nearest agent's distance)
             per_step = cols["env/coverage_distance_episode_sum"][sel] / cols["env/episode_length"][sel]

@@ -13,7 +13,9 @@
 Definitions
 -----------
 Final performance (paper Fig. 5: "returns of the last 100 episodes"). metrics.csv holds, per outer iteration k, the
-mean ``R_k`` of the report metric over the ``n_k`` episodes that ended in it (``env/episodes``). Walking back from the
+mean ``R_k`` of the report metric over the ``n_k`` episodes that ended in it (``env/episodes``; for an ``eval/*``
+metric such as ``eval/return``, the greedy episodes of the evaluation logged in it, ``eval/episodes``, and ``n_k = 0``
+in the rows between evaluations). Walking back from the
 last iteration, iterations are taken whole until the next would pass ``E`` = ``final_episodes`` (100) episodes; the
 first iteration reached that is needed only in part contributes the missing ``m`` episodes at its mean::
 
@@ -87,7 +89,9 @@ def run_summary(run_dir: str | Path, *, metric: str, final_episodes: int, n_agen
     """Final performance, consensus error and communication of one run (see the module docstring)."""
     cols = read_metrics(run_dir)
     values = metric_column(cols, metric, f"{run_dir}/metrics.csv (report.metric)")
-    episodes = cols.get("env/episodes", np.zeros(len(values)))  # absent when no episode ever ended
+    # eval/* metrics average the evaluation's own episodes; every other metric is per training episode
+    count = "eval/episodes" if metric.startswith("eval/") else "env/episodes"
+    episodes = cols.get(count, np.zeros(len(values)))  # absent when no episode ever ended
     final, used = final_performance(values, episodes, final_episodes)
     out = {"final": final, "env_steps": float(cols["env/steps"][-1]), "iterations": len(cols["env/steps"])}
     if "admm/consensus_error" in cols and used:

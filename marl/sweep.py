@@ -97,7 +97,7 @@ _EXPERIMENT_KEYS = ("name", "description", "seeds", "steps", "tensorboard")
 class ReportSpec:
     """What ``python -m marl report`` writes for an experiment ([report] table of the experiment file)."""
 
-    metric: str = "env/return"  # the performance column of metrics.csv (team return per episode)
+    metric: str = "env/return"  # the performance column of metrics.csv (team return per episode; or eval/return)
     final_episodes: int = 100  # final performance = mean of the last episodes (paper Fig. 5: 100)
     curves: bool = True  # learning curves, mean and ±1 std over seeds (paper Figs. 3, 4)
     sensitivity: bool = True  # final performance against each grid axis (paper Fig. 5)

@@ -8,27 +8,29 @@ Run directory layout::
     checkpoint.pt      written atomically every ``checkpoint_every`` iterations and at the end
     .lock              held (flock) by the one process working in the directory
 
+This module holds the loop; the pieces it composes live beside it: the run directory's configuration, resume checks
+and checkpoint restoring in :mod:`marl.rundir`, file I/O and the lock in :mod:`marl.checkpoint`, the CSV/TensorBoard
+logger in :mod:`marl.metrics_log`, the non-finite checks in :mod:`marl.divergence`.
+
 ``train(..., resume=True)`` continues from ``checkpoint.pt``: networks, optimiser states, every random stream and the
 environments' full state are restored, and rows logged after the checkpoint are discarded (CSV rows and TensorBoard
 events alike), so a killed run that is resumed produces exactly the rows of an uninterrupted run with the same seed.
 A resumed run keeps its saved settings (a different one is refused) except ``total_steps`` and the settings in
-:data:`RESUMABLE_CHANGES`.
+:data:`marl.rundir.RESUMABLE_CHANGES`.
+
+With ``eval_every > 0``, every ``eval_every``-th iteration's row also holds ``eval/*``: greedy episodes on
+environments of their own (:mod:`marl.evaluation`), which leave the training streams untouched.
 
 Every iteration's losses, metrics and parameters are checked: a NaN or infinity stops the run with
-:class:`TrainingDiverged`, naming the quantity and the likely setting, after checkpointing the state at the start of
+:class:`~marl.divergence.TrainingDiverged`, naming the quantity and the likely setting, after checkpointing the state at the start of
 that iteration (nothing non-finite is ever logged). Explained variance is exempt: it is undefined (NaN) when a
 batch's returns are constant.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
-import dataclasses
-import io
-import json
-import math
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,67 +40,23 @@ import torch
 
 from .algos import make_algorithm
 from .algos.common import episode_metrics
-from .checkpoint import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    RunError,
-    RunLock,
-    atomic_write_bytes,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
-from .config import TrainConfig, config_from_dict
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .divergence import TrainingDiverged, divergence_message, nonfinite_metrics
 from .env_factory import make_env_for
+from .evaluation import MAX_EVAL_STEPS, eval_seed, evaluate_policy
+from .metrics_log import MetricLogger
 from .rollout import collect_rollout
-
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.csv"
-
-
-class MetricLogger:
-    """CSV + TensorBoard logging of flat ``section/name`` metric dicts.
-
-    A resumed run keeps the CSV rows before ``start_iteration`` and purges the TensorBoard events at steps
-    ``>= purge_step`` (the environment-step axis the scalars are logged on), so every row is present once.
-    """
-
-    def __init__(self, run_dir: Path, *, start_iteration: int = 0, purge_step: int = 0, tensorboard: bool = True):
-        self.path = run_dir / METRICS_NAME
-        self.rows: list[dict] = []
-        if start_iteration > 0 and self.path.exists():
-            try:
-                with open(self.path, newline="") as fh:
-                    self.rows = [r for r in csv.DictReader(fh) if int(float(r["iteration"])) < start_iteration]
-            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{self.path} is not a metrics file of this package ({exc!r})") from None
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
-
-    def log(self, iteration: int, metrics: dict[str, float]) -> None:
-        row = {"iteration": iteration, **metrics}
-        self.rows.append(row)
-        keys: list[str] = []
-        for r in self.rows:
-            keys.extend(k for k in r if k not in keys)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys, restval="")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
-        if self.writer is not None:
-            step = int(metrics.get("env/steps", iteration))
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+from .rundir import (
+    checkpoint_matches,
+    config_conflicts,
+    load_run_config,
+    nonfinite_tensors,
+    prepare_run_dir,
+    remove_if_empty,
+    restore_algorithm,
+    save_config,
+)
 
 
 @dataclass(frozen=True)
@@ -112,116 +70,6 @@ class TrainResult:
     seconds: float
 
 
-def save_config(run_dir: Path, config: TrainConfig) -> None:
-    atomic_write_bytes(run_dir / CONFIG_NAME, json.dumps(config.resolved().to_dict(), indent=2).encode())
-
-
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The configuration saved in a run directory (``ValueError`` naming the file when absent or unreadable)."""
-    path = Path(run_dir) / CONFIG_NAME
-    if not Path(run_dir).is_dir():
-        raise ValueError(f"{run_dir} is not a run directory (no such directory)")
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_NAME})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable: {exc}") from None
-    try:
-        return config_from_dict(data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-# Settings a resumed run may change: they change how fast it runs or how often it saves, not what it computes.
-RESUMABLE_CHANGES = frozenset({"total_steps", "torch_threads", "checkpoint_every", "log_every", "concurrent_value_fit",
-                               "admm.parallel_endpoints"})
-
-
-def config_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:
-    """``key: saved -> requested`` for every resolved setting that differs, except :data:`RESUMABLE_CHANGES`."""
-    a, b = _flat_settings(saved), _flat_settings(requested)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
-
-
-class TrainingDiverged(RunError):
-    """Training produced a non-finite loss, parameter or metric; the last good state was checkpointed."""
-
-
-# Where a non-finite value points: (substring of the metric key or parameter path, the settings to look at, what).
-_LIKELY_SETTING = (
-    ("value", ("vf_lr",), "the value regression"),
-    ("admm", ("admm.penalty", "trpo.max_kl"), "the consensus step"),
-    ("trpo", ("trpo.max_kl", "trpo.cg_damping"), "the policy step"),
-    ("policy", ("trpo.max_kl", "trpo.cg_damping"), "the policy step"),
-)
-# Metrics that are NaN by definition in a degenerate batch (explained variance of constant returns), not a fault.
-_MAY_BE_UNDEFINED = ("explained_variance",)
-
-
-def _nonfinite_metrics(metrics: dict) -> list[str]:
-    return [k for k, v in metrics.items() if isinstance(v, (int, float)) and not math.isfinite(v)
-            and not (math.isnan(v) and any(u in k for u in _MAY_BE_UNDEFINED))]
-
-
-def _nonfinite_tensors(tree, path: str = "") -> list[str]:
-    """Paths of the floating tensors and arrays in a (state-dict) tree that hold a NaN or an infinity."""
-    if isinstance(tree, dict):
-        return [p for k, v in tree.items() for p in _nonfinite_tensors(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(tree, (list, tuple)):
-        return [p for k, v in enumerate(tree) for p in _nonfinite_tensors(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(tree, torch.Tensor) and tree.is_floating_point():
-        return [] if bool(torch.isfinite(tree).all()) else [path]
-    if isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.floating):
-        return [] if bool(np.isfinite(tree).all()) else [path]
-    return []
-
-
-def _flat_settings(config: TrainConfig) -> dict:
-    out = {}
-    for key, value in config.resolved().to_dict().items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
-def _divergence_message(iteration: int, config: TrainConfig, bad: list[str], checkpoint: Path) -> str:
-    settings = _flat_settings(config)
-    hints = []
-    for key in bad:
-        for sub, keys, what in _LIKELY_SETTING:
-            hint = f"{what} ({', '.join(f'{k}={settings[k]}' for k in keys if k in settings)})"
-            if sub in key and hint not in hints:
-                hints.append(hint)
-    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-    cause = f"; likely culprit: {' or '.join(hints)}" if hints else ""
-    return (f"training diverged at iteration {iteration}: non-finite {shown}{cause}. The state at the start of "
-            f"iteration {iteration} ({iteration * config.steps_per_iter} steps) is saved in {checkpoint}")
-
-
-@contextlib.contextmanager
-def checkpoint_matches(run_dir: Path):
-    """Turn the errors of restoring a checkpoint that does not fit the run's configuration into a CheckpointError."""
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{Path(run_dir) / CHECKPOINT_NAME} does not match {Path(run_dir) / CONFIG_NAME} "
-                              f"({type(exc).__name__}: {detail})") from None
-
-
-def restore_algorithm(algo, state: dict, run_dir: Path) -> None:
-    """Load a checkpoint's ``algo`` state, refusing non-finite parameters and states of another configuration."""
-    bad = _nonfinite_tensors(state["algo"])
-    if bad:
-        raise CheckpointError(f"{Path(run_dir) / CHECKPOINT_NAME} holds non-finite parameters ({', '.join(bad[:3])})")
-    with checkpoint_matches(run_dir):
-        algo.load_state_dict(state["algo"])
-
-
 def _clone(tree):
     """A copy of a state-dict tree: tensors cloned, containers rebuilt, the rest deep-copied (several times
     faster than ``copy.deepcopy`` on tensors)."""
@@ -232,39 +80,6 @@ def _clone(tree):
     if type(tree) in (list, tuple):
         return type(tree)(_clone(v) for v in tree)
     return copy.deepcopy(tree)
-
-
-def _prepare_run_dir(run_dir: Path, *, resume: bool) -> tuple[RunLock, bool]:
-    """Create (unless resuming) and lock the run directory; remove stale temporaries. Returns (lock, created)."""
-    if resume:
-        if not run_dir.is_dir():
-            raise ValueError(f"cannot resume {run_dir}: no such run directory")
-        created = False
-    else:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ValueError(f"run directory {run_dir} exists and is not a directory")
-        created = not run_dir.exists()
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
-    try:
-        lock = RunLock(run_dir)
-    except PermissionError as exc:
-        raise ValueError(f"run directory {run_dir} is not writable: {exc.strerror}") from None
-    except BaseException:
-        if created:
-            _remove_if_empty(run_dir)
-        raise
-    remove_stale_temporaries(run_dir)
-    return lock, created
-
-
-def _remove_if_empty(run_dir: Path) -> None:
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -291,7 +106,7 @@ def train(
     ----------
     config : TrainConfig
         With ``resume``: must equal the configuration saved in ``out_dir`` except for ``total_steps`` (honoured:
-        the run is extended or ends earlier) and the :data:`RESUMABLE_CHANGES`.
+        the run is extended or ends earlier) and the :data:`~marl.rundir.RESUMABLE_CHANGES`.
     out_dir : path
         Run directory. Locked for the duration of the call (one run per directory).
     resume : bool
@@ -318,7 +133,7 @@ def train(
     if not str(out_dir).strip():
         raise ValueError("the run directory must be a non-empty path")
     run_dir = Path(out_dir)
-    lock, created = _prepare_run_dir(run_dir, resume=resume)
+    lock, created = prepare_run_dir(run_dir, resume=resume)
     started = False
     try:
         state = None
@@ -346,6 +161,9 @@ def train(
             algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
         else:
             algo = algorithm_factory(venv.obs_dims, venv.n_actions, config)
+        if config.eval_every and "greedy" not in inspect.signature(algo.act).parameters:
+            raise ValueError(f"eval_every={config.eval_every} needs an algorithm that acts greedily; "
+                             f"{type(algo).__name__} cannot (--backend mpi: set eval_every=0)")
         obs = venv.reset(seed=config.seed)
         start = 0
         if state is not None:
@@ -361,7 +179,7 @@ def train(
     finally:
         lock.release(remove=created and not started)
         if created and not started:
-            _remove_if_empty(run_dir)
+            remove_if_empty(run_dir)
 
 
 def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int, *, progress: bool,
@@ -372,6 +190,7 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
     bar = _progress_bar(n_iter * config.steps_per_iter, start * config.steps_per_iter, progress)
     t_start = time.perf_counter()
     metrics: dict[str, float] = {}
+    eval_env = None
     it = start
     # The algorithm's state at the start of the iteration (the one checked finite at the end of the previous one):
     # what a divergence falls back to. One state_dict() per iteration (a gather from the agents' processes under
@@ -389,21 +208,28 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
             try:
                 metrics = algo.update(rollout, it)
             except Exception as exc:
-                bad = _nonfinite_tensors(algo.state_dict())
+                bad = nonfinite_tensors(algo.state_dict())
                 if not bad:
                     raise
-                raise TrainingDiverged(_divergence_message(it, config, bad, save_checkpoint(run_dir, good))) from exc
+                raise TrainingDiverged(divergence_message(it, config, bad, save_checkpoint(run_dir, good))) from exc
             t2 = time.perf_counter()
             metrics.update(episode_metrics(rollout.episodes))
             state = algo.state_dict()
-            bad = _nonfinite_metrics(metrics) + _nonfinite_tensors(state)
+            bad = nonfinite_metrics(metrics) + nonfinite_tensors(state)
             if bad:
-                raise TrainingDiverged(_divergence_message(it, config, bad, save_checkpoint(run_dir, good)))
+                raise TrainingDiverged(divergence_message(it, config, bad, save_checkpoint(run_dir, good)))
             algo_state = _clone(state)
             metrics["env/steps"] = float((it + 1) * config.steps_per_iter)
             metrics["time/rollout"] = t1 - t0
             metrics["time/update"] = t2 - t1
             metrics["time/steps_per_second"] = config.steps_per_iter / (t2 - t0)
+            if config.eval_every and (it + 1) % config.eval_every == 0:
+                t3 = time.perf_counter()
+                if eval_env is None:  # its own environments: the training ones' state is untouched
+                    eval_env = make_env_for(config, n_envs=config.eval_episodes, seed=eval_seed(config.seed))
+                metrics.update(evaluate_policy(eval_env, algo, seed=eval_seed(config.seed),
+                                               max_steps=max(MAX_EVAL_STEPS, config.env.max_cycles)))
+                metrics["time/eval"] = time.perf_counter() - t3
             logger.log(it, metrics)
             it += 1
             if it % config.checkpoint_every == 0 or it == n_iter:

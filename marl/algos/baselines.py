@@ -68,8 +68,8 @@ class ITRPO(TeamCheckpoint):
         ]
         self._value_pool = value_fit_executor(config)
 
-    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
-        return act_independently(self.agents, obs)
+    def act(self, obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
+        return act_independently(self.agents, obs, greedy=greedy)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.config
@@ -114,8 +114,8 @@ class CTRPO:
                                seed_sequence(config.seed, 1, 0))
         self._value_pool = value_fit_executor(config)
 
-    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
-        return self.learner.act(torch.cat(obs, dim=-1))
+    def act(self, obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
+        return self.learner.act(torch.cat(obs, dim=-1), greedy=greedy)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.config

@@ -65,9 +65,13 @@ def shared_noise_generator(seed: int) -> torch.Generator:
     return torch_generator(seed_sequence(seed, SHARED_NOISE_WORD))
 
 
-def sample_actions(dist: Categorical, generator: torch.Generator, shared: bool) -> torch.Tensor:
+def sample_actions(dist: Categorical, generator: torch.Generator, shared: bool, *,
+                   greedy: bool = False) -> torch.Tensor:
     """Independent noise: multinomial draws from ``generator``. Shared: Gumbel-max on uniforms of the logits' shape
-    from the common generator, so agents drawing in step apply the same noise to their own logits."""
+    from the common generator, so agents drawing in step apply the same noise to their own logits. Greedy: the mode
+    (argmax of the logits), drawing nothing from ``generator`` (evaluation leaves the training streams untouched)."""
+    if greedy:
+        return dist.mode()
     if shared:
         return dist.sample_gumbel(torch.rand(dist.logits.shape, generator=generator))
     return dist.sample(generator)
@@ -134,15 +138,16 @@ class Learner:
         self.vf_epochs = config.vf_epochs
 
     # -- acting -----------------------------------------------------------------------------------------------------
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
         """Sample the acting heads: returns [B, len(acting_heads)] int64.
 
         Independent noise: multinomial draws from this agent's own generator. Shared noise: Gumbel-max on uniforms
         of the logits' shape [B, heads, n_actions] from the common-seed generator, so every agent with the same
-        acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``).
+        acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``). ``greedy``: each
+        head's most probable action, no draw.
         """
         dist = MultiCategorical(self.private.policy(obs)[:, self.acting_heads])
-        return sample_actions(dist, self.private.act_gen, self.shared_noise)
+        return sample_actions(dist, self.private.act_gen, self.shared_noise, greedy=greedy)
 
     # -- value function and advantages -----------------------------------------------------------------------------
     def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated, config: TrainConfig):
@@ -308,12 +313,13 @@ class PolicyEvaluator:
         return total / n
 
 
-def act_independently(learners: list[Learner], obs: list[torch.Tensor]) -> torch.Tensor:
-    """Each learner samples its acting heads from its own observation; returns the joint action [B, n_agents]."""
+def act_independently(learners: list[Learner], obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
+    """Each learner samples (``greedy``: takes the mode of) its acting heads from its own observation; returns the
+    joint action [B, n_agents]."""
     cols = []
     for i, learner in enumerate(learners):
         with acting_as(i):
-            cols.append(learner.act(obs[i]))
+            cols.append(learner.act(obs[i], greedy=greedy))
     return torch.cat(cols, dim=1)
 
 

@@ -197,9 +197,10 @@ class FDMARLAgent:
         )
 
     # -- acting ------------------------------------------------------------------------------------------------------
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Sample a^i ~ pi^i(. | o^i): [B] int64."""
-        return sample_actions(Categorical(self.private.actor(obs)[:, 0]), self.private.act_gen, self.shared_noise)
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        """Sample a^i ~ pi^i(. | o^i) (``greedy``: its mode): [B] int64."""
+        return sample_actions(Categorical(self.private.actor(obs)[:, 0]), self.private.act_gen, self.shared_noise,
+                              greedy=greedy)
 
     # -- network inputs ----------------------------------------------------------------------------------------------
     def view(self, obs: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
@@ -391,11 +392,11 @@ class FDMARL(TeamCheckpoint):
         self.floats_sent = np.zeros(n)
         self.messages_sent = np.zeros(n)
 
-    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
+    def act(self, obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
         cols = []
         for i, agent in enumerate(self.agents):
             with acting_as(i):
-                cols.append(agent.act(obs[i]))
+                cols.append(agent.act(obs[i], greedy=greedy))
         return torch.stack(cols, dim=1)
 
     def diffuse(self) -> None:

@@ -318,10 +318,15 @@ class MAPPO:
     def _logits(self, kind: int, x: torch.Tensor) -> torch.Tensor:
         return self.actors[kind](x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
-    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
-        """Sample every agent's action from its actor on its own observation: joint action [B, n_agents]."""
+    def act(self, obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
+        """Sample every agent's action from its actor on its own observation (``greedy``: take its mode, drawing
+        nothing from the action generator): joint action [B, n_agents]."""
         out = torch.empty(obs[0].shape[0], self.n_agents, dtype=torch.long)
         dists = [Categorical(self._logits(k, self._actor_input(k, obs))) for k in range(len(self.kinds))]
+        if greedy:
+            for members, dist in zip(self.kinds, dists):
+                out[:, members] = dist.mode().T
+            return out
         if self.shared_noise:  # one draw [B, A] per step for every agent of every kind
             width = max(d.logits.shape[-1] for d in dists)
             u = torch.rand(obs[0].shape[0], width, generator=self.act_gen)

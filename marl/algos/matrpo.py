@@ -405,9 +405,10 @@ class MATRPO(TeamCheckpoint):
         return list(self._pool.map(fn, items)) if self._pool else [fn(i) for i in items]
 
     # -- rollout ---------------------------------------------------------------------------------------------------
-    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
-        """Each agent samples its own head from pi^i(. | o^i) (the other heads' samples would be discarded)."""
-        return act_independently(self.agents, obs)
+    def act(self, obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
+        """Each agent samples its own head from pi^i(. | o^i) (the other heads' samples would be discarded);
+        ``greedy``: takes its mode."""
+        return act_independently(self.agents, obs, greedy=greedy)
 
     # -- one outer iteration ---------------------------------------------------------------------------------------
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:

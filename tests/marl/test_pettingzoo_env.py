@@ -249,8 +249,12 @@ def test_plain_adapter_still_cannot_save_and_resumable_refuses_another_batch():
 def test_eval_refuses_an_environment_whose_episodes_never_end():
     import torch
 
-    from marl.evaluate import first_episodes
+    from marl.evaluation import play_episodes
+
+    class Zeros:
+        def act(self, obs, greedy=False):
+            return torch.zeros(2, 2, dtype=torch.int64)
 
     venv = PettingZooVectorAdapter(_GlobalRandomEnv, n_envs=2, seed=0)
     with pytest.raises(ValueError, match=r"no episode of environments \[0, 1\] ended in 5 steps"):
-        first_episodes(venv, lambda obs: torch.zeros(2, 2, dtype=torch.int64), venv.reset(), max_steps=5)
+        play_episodes(venv, Zeros(), seed=0, greedy=True, max_steps=5)

@@ -21,7 +21,8 @@ from marl.__main__ import main
 from marl.algos.baselines import ITRPO
 from marl.algos.matrpo import MATRPO
 from marl.checkpoint import CheckpointError, RunError, RunLock, load_checkpoint
-from marl.train import TrainingDiverged, train
+from marl.divergence import TrainingDiverged
+from marl.train import train
 from marl_tiny import tiny_config
 
 TINY = ["--set", "steps_per_iter=200", "--set", "env.n_envs=4", "--set", "env.max_cycles=25",
