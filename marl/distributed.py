@@ -610,8 +610,7 @@ class _MATRPOAgent:
                 if cfg.admm.drop_prob > 0:
                     engine._stream.drops(1)  # keep the shared loss stream aligned with the other agents
                 continue
-            z_sum, dual_sum = engine.penalty_terms(q)
-            x, info = self.learner.local_update(z_sum, dual_sum, int(engine.degree[q]))
+            x, info = self.learner.local_update(engine.endpoint_terms(q))
             accepted += info.accepted
             updates += 1
             lag_gain += info.lagrangian_before - info.lagrangian_after

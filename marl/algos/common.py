@@ -378,10 +378,8 @@ def trpo_policy_update(learner: Learner, obs: torch.Tensor, actions: torch.Tenso
         d = evaluator.dist(theta)
         return float((torch.exp(d.log_prob(actions) - logp_old) * adv).mean())
 
-    kl_limit = settings.max_kl if settings.acceptance == "harl" else settings.kl_slack * settings.max_kl
-
     def kl_fn(theta: torch.Tensor) -> float:
-        return evaluator.kl_within(theta, old_logits, kl_limit)
+        return evaluator.kl_within(theta, old_logits, settings.kl_bound)
 
     _, info = trust_region_step(policy, fvp, kl_fn=kl_fn, surrogate_fn=surrogate_fn, settings=settings, gradient=g)
     return info

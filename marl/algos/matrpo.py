@@ -17,15 +17,25 @@ paper          code                         shape                  meaning
 =============  ===========================  =====================  =========================================
 M              ``n_samples``                                       samples in the batch (T * B)
 N              ``n_agents``                                        agents = heads per policy
-A^q            ``adv``                      [M]                    agent q's (normalised) GAE advantage
-l^q            ``logratio`` / ``x``         [N, M] (flat N*M)      per-head log-ratio at theta^q
-J^{qn}         autograd through the policy  [M, P]                 Jacobian of l^q_n at theta_old
-H^q            ``fvp`` (F + damping I)      [P, P]                 Fisher = Hessian of the mean KL
+A^q            ``batch.advantages``         [M]                    agent q's (normalised) GAE advantage
+l^q            ``batch.logratio(theta)``    [N, M]                 per-head log-ratio at theta^q
+x^q            ``x``                        [N*M]                  what q sends on the active edge (M6)
+w^q            ``w``                        [N, M]                 per-sample weights of (M1)
+J^{qn}         ``batch.jacobian`` (J^T)     [M, P]                 Jacobian of l^q_n at theta_old
+V^q            ``v``                        [P]                    right-hand side of (M2)
+H^q            ``batch.fisher``             [P, P]                 Fisher = Hessian of the mean KL (undamped)
+s^q            ``s``                        [P]                    (H^q + damping I)^{-1} V^q (M3)
+               ``step_size``                                       (M4)'s factor sqrt(2 (delta/N) / s^T H s)
 z_e            ``engine.z[e]``              [N*M]                  edge estimate (edge form, see below)
 y_e^q, C_e^q   ``engine.duals[e, s]``       [N*M]                  lambda_{e,q} = C_e^q y_e^q
-beta           ``penalty``                                         ADMM penalty
+beta           ``penalty``                                         ADMM penalty (held by the edge engine)
 delta/N        ``max_kl``                                          per-agent trust region
 =============  ===========================  =====================  =========================================
+
+Agent q's batch, fixed at theta_old once per outer iteration, is a frozen :class:`LocalBatch`; the edge engine
+hands it, at each endpoint update, its sums over E(q), |E(q)| and beta (``consensus_admm.EndpointTerms``). (M4)'s
+factor is ``trpo_core.max_step_length`` (T2); the line search is ``trpo_core.backtracking_line_search`` under the
+"matrpo" acceptance rule with its ``kl_bound`` (1.5 delta/N).
 
 The paper's signed form (9)-(12) with estimates z_e^q, z_e^i + z_e^j = 0, is the ordinary edge form of consensus
 ADMM (``consensus_admm.EdgeConsensus``: constraints l^q = z_e, duals lambda_{e,q}) under the change of variables
@@ -112,14 +122,16 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, solve
+from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, EndpointTerms, solve
 from trpo_core import (
+    FisherVectorProduct,
     MultiCategorical,
+    backtracking_line_search,
     fisher_vector_product,
     flat_params,
+    max_step_length,
     natural_gradient_direction,
     set_flat_params,
-    backtracking_line_search,
     unflatten,
 )
 
@@ -172,13 +184,46 @@ class LocalUpdateInfo:
     cg_residual: float
 
 
+@dataclass(frozen=True)
+class LocalBatch:
+    """Agent q's batch of one outer iteration, fixed at theta_old by :meth:`MATRPOAgent.prepare`.
+
+    Everything the endpoint updates (M1)-(M6) of the ADMM iterations reuse; none of it changes before the next
+    ``prepare``.
+    """
+
+    obs: torch.Tensor  # o^q_m, [M, obs_dim]
+    joint_actions: torch.Tensor  # a_m, every head, [M, N]
+    advantages: torch.Tensor  # A^q, [M]
+    theta_old: torch.Tensor  # [P]
+    old_dist: MultiCategorical  # pi^q(. | o_m; theta_old), logits [M, N, A]
+    logp_old: torch.Tensor  # log pi^q(a^n_m | o_m; theta_old), [N, M]
+    # d log pi(a^n | o) / d z_n = onehot(a^n) - pi_n, the score on head n's logits z_n, [M, N, A]: (M2)'s cotangent
+    score: torch.Tensor
+    jacobian: FisherVectorProduct  # full batch at theta_old; its vjp is the J^T of (M2)
+    fisher: FisherVectorProduct  # H of (M3), undamped, on every fvp_subsample_every-th sample
+    evaluator: PolicyEvaluator  # pi^q at candidate parameters, the module untouched: (M5), (M6)
+
+    @property
+    def n_samples(self) -> int:
+        """M."""
+        return self.logp_old.shape[1]
+
+    def logratio(self, theta: torch.Tensor) -> torch.Tensor:
+        """l^q(theta) = log pi^q(a^n | o; theta) - log pi^q(a^n | o; theta_old), [N, M]."""
+        return self.evaluator.dist(theta).log_prob_per_head(self.joint_actions) - self.logp_old
+
+    def kl(self, theta: torch.Tensor, bound: float) -> float:
+        """KLbar(theta_old || theta): exact up to ``bound``; above it possibly a partial sum (enough to reject)."""
+        return self.evaluator.kl_within(theta, self.old_dist.logits, bound)
+
+
 class MATRPOAgent(Learner):
     """Agent q of MATRPO: N-head policy over its own observation, value net, and its private batch."""
 
     def __init__(self, owner, obs_dim, n_agents, n_actions, config: TrainConfig, seed):
         super().__init__(owner, obs_dim, n_agents, n_actions, [owner], config, seed)
         self.n_agents = n_agents
-        self.penalty = config.admm_penalty
         self.exchange_mode = config.admm.exchange
         self.theta_update = config.admm.theta_update
         self.step_length = config.admm.step_length
@@ -188,7 +233,7 @@ class MATRPOAgent(Learner):
 
     # -- once per outer iteration ----------------------------------------------------------------------------------
     def prepare(self, obs: torch.Tensor, joint_actions: torch.Tensor, advantages: torch.Tensor) -> None:
-        """Fix theta_old and build, once, everything the ADMM iterations reuse (graph for (M2), Fisher for (M3))."""
+        """Fix theta_old and build, once, the :class:`LocalBatch` the ADMM iterations reuse."""
         p = self.private
         policy = p.policy
 
@@ -197,128 +242,128 @@ class MATRPOAgent(Learner):
 
         # The J^T operator's build forward is the full-batch forward at theta_old: reuse its outputs.
         jacobian = fisher_vector_product(policy, dist_fn, obs, form="fast", damping=0.0, subsample_every=1)
-        dist = jacobian.distribution
-        logits = dist.logits
-        logp_old = dist.log_prob_per_head(joint_actions)  # [N, M]
-        # (M2) J^{qn T} w_n = (d z / d theta)^T [w_n (onehot(a^n) - pi_n)]: the score of log pi(a^n | o) with respect
-        # to head n's logits z_n, times w_n, pulled back through the network by one J^T product per update.
-        score = torch.nn.functional.one_hot(joint_actions.long(), logits.shape[-1]).to(logits.dtype) - dist.probs
-        p.batch = {
-            "obs": obs,
-            "actions": joint_actions,
-            "adv": advantages,
-            "theta_old": flat_params(policy).clone(),
-            "score": score,  # [M, N, A]
-            "jacobian": jacobian,
-            "logp_old": logp_old,
-            "old_dist": dist,
-            "old_logits": logits,
-            "fvp": fisher_vector_product(
-                policy, dist_fn, obs, form=self.settings.fisher_form,
-                damping=0.0, subsample_every=self.settings.fvp_subsample_every,
-            ),
-            "evaluator": PolicyEvaluator(policy, obs),
-            "cg_prev": None,
-            "x": torch.zeros(logp_old.numel(), dtype=torch.float64),
-        }
+        old_dist = jacobian.distribution
+        logp_old = old_dist.log_prob_per_head(joint_actions)
+        logits = old_dist.logits
+        score = torch.nn.functional.one_hot(joint_actions.long(), logits.shape[-1]).to(logits.dtype) - old_dist.probs
+        p.batch = LocalBatch(
+            obs=obs, joint_actions=joint_actions, advantages=advantages, theta_old=flat_params(policy).clone(),
+            old_dist=old_dist, logp_old=logp_old, score=score, jacobian=jacobian,
+            fisher=fisher_vector_product(policy, dist_fn, obs, form=self.settings.fisher_form, damping=0.0,
+                                         subsample_every=self.settings.fvp_subsample_every),
+            evaluator=PolicyEvaluator(policy, obs),
+        )
+        p.warm_start = None  # (s, A s, s^T A s) of this agent's last solve (M3)
+        p.linearization = None  # graph of J^T u at theta_old, built on first use (M6, "linearized")
+        p.x = torch.zeros(logp_old.numel(), dtype=torch.float64)
 
-    # -- (M1)-(M6) -----------------------------------------------------------------------------------------------
-    def local_update(self, z_sum: np.ndarray, dual_sum: np.ndarray, degree: int) -> tuple[np.ndarray, LocalUpdateInfo]:
-        """Endpoint update of eq. (22) from the two sums this agent holds for its incident edges.
+    # -- (M1)-(M6) -------------------------------------------------------------------------------------------------
+    def local_update(self, terms: EndpointTerms) -> tuple[np.ndarray, LocalUpdateInfo]:
+        """Endpoint update of eq. (22), (M1)-(M6), from agent q's own copies of its incident edges' state.
 
         Parameters
         ----------
-        z_sum, dual_sum : ndarray [N*M]
-            sum_{e in E(q)} z_e and sum_{e in E(q)} lambda_{e,q} (agent q's own copies of its edges' state).
-        degree : int
-            |E(q)|.
+        terms : consensus_admm.EndpointTerms
+            sum_{e in E(q)} z_e and sum_{e in E(q)} lambda_{e,q} ([N*M] each), |E(q)| and the penalty beta, as the
+            edge engine hands them to agent q (``EdgeConsensus.endpoint_terms``).
 
         Returns
         -------
         x : ndarray [N*M]   what agent q sends on the active edge (M6)
         info : LocalUpdateInfo
         """
-        p = self.private
-        b = p.batch
-        policy = p.policy
-        n, m = b["logp_old"].shape
-        rho = self.penalty
-        adv = b["adv"]
-        zs = torch.from_numpy(z_sum).view(n, m).to(adv.dtype)
-        ds = torch.from_numpy(dual_sum).view(n, m).to(adv.dtype)
+        b = self.private.batch
+        n, m = b.logp_old.shape
+        z_sum = torch.from_numpy(terms.z_sum).view(n, m).to(b.advantages.dtype)
+        dual_sum = torch.from_numpy(terms.dual_sum).view(n, m).to(b.advantages.dtype)
         # (M1)
-        w = adv.unsqueeze(0) - ds + rho * zs
+        w = b.advantages.unsqueeze(0) - dual_sum + terms.penalty * z_sum
         # (M2)
-        g = b["jacobian"].vjp((b["score"] * (w.t() / m).unsqueeze(-1),))
-        theta_old = b["theta_old"]
-        evaluator: PolicyEvaluator = b["evaluator"]
-        actions = b["actions"]
-        logp_old = b["logp_old"]
-
-        def logratio(theta: torch.Tensor) -> torch.Tensor:
-            return evaluator.dist(theta).log_prob_per_head(actions) - logp_old
-
-        kl_limit = self.settings.kl_slack * self.settings.max_kl
-
-        def kl(theta: torch.Tensor) -> float:
-            # Exact below the line search's bound; above it, possibly a partial (lower-bound) value: enough to reject.
-            return evaluator.kl_within(theta, b["old_logits"], kl_limit)
+        v = b.jacobian.vjp((b.score * (w.t() / m).unsqueeze(-1),))
+        # (M3)
+        s, cg, settings, curvature = self._direction(v)
+        # (M4): to the KL boundary (T2); "penalized" also caps it at the unconstrained minimiser of the penalised
+        # model, x* = H^{-1} V / (|E(q)| beta) (paper eq. 47 with lambda* = 0 when that point lies inside the region).
+        step_size = max_step_length(s, curvature, settings.max_kl)
+        if self.step_length == "penalized" and math.isfinite(step_size):
+            step_size = min(step_size, 1.0 / (terms.degree * terms.penalty))
 
         def lagrangian(theta: torch.Tensor) -> float:
-            # (M5), constants independent of theta dropped (they cancel in the acceptance test).
-            lr = logratio(theta)
-            surrogate = (torch.exp(lr.sum(0)) * adv).mean()
-            penalty = (lr * ds).sum() + rho * (0.5 * degree * (lr * lr).sum() - (lr * zs).sum())
+            # (M5) L^q(theta), constants independent of theta dropped (they cancel in the acceptance test).
+            lr = b.logratio(theta)
+            surrogate = (torch.exp(lr.sum(0)) * b.advantages).mean()
+            penalty = (lr * dual_sum).sum() + terms.penalty * (
+                0.5 * terms.degree * (lr * lr).sum() - (lr * z_sum).sum())
             return float(-surrogate + penalty / m)
 
-        # (M3): warm start from this agent's previous direction s', rescaled by a line minimisation of the model,
-        # x0 = c s' with c = g^T s' / s'^T A s'. A s' = g' - r' is kept from that solve, so neither A x0 nor
-        # s^T A s costs a Fisher product (A = H + damping I).
-        prev = b["cg_prev"] if self.warm_start else None
-        x0 = ax0 = None
-        if prev is not None:
-            c = float(g @ prev[0]) / prev[2]
-            x0, ax0 = c * prev[0], c * prev[1]
-        settings = self.settings if x0 is None else self.warm_settings
-        s, cg = natural_gradient_direction(b["fvp"], g, settings, x0=x0, ax0=ax0)
-        a_s = g - cg.residual
-        # s^T A s: g^T s for CG started at zero (r is orthogonal to s; the original code's form), s^T (g - r) else.
-        sas = float(g @ s) if x0 is None else float(s @ a_s)
-        if math.isfinite(sas) and sas > 0:
-            b["cg_prev"] = (s, a_s, sas)
-        # (M4): to the KL boundary; "penalized" also caps it at the unconstrained minimiser of the penalised model,
-        # x* = H^{-1} V / (|E(q)| beta) (paper eq. 47 with lambda* = 0 when that point lies inside the region).
-        beta = math.sqrt(2.0 * settings.max_kl / sas) if math.isfinite(sas) and sas > 0 else math.nan
-        if self.step_length == "penalized" and math.isfinite(beta):
-            beta = min(beta, 1.0 / (degree * rho))
+        theta, info = self._theta_update(v, s, step_size, cg, settings, lagrangian)
+        # (M6)
+        return self._message(theta, info.accepted), info
+
+    def _direction(self, v: torch.Tensor):
+        """(M3) s = (H + damping I)^{-1} V by CG; returns (s, CG info, the settings used, A s for (T2)).
+
+        Warm start from this agent's previous direction s', rescaled by a line minimisation of the model,
+        x0 = c s' with c = V^T s' / s'^T A s'. A s' = V' - r' is kept from that solve, so neither A x0 nor s^T A s
+        costs a Fisher product (A = H + damping I).
+        """
+        p = self.private
+        previous = p.warm_start if self.warm_start else None
+        if previous is None:
+            s, cg = natural_gradient_direction(p.batch.fisher, v, self.settings)
+            settings = self.settings
+        else:
+            direction, a_direction, shs = previous
+            c = float(v @ direction) / shs
+            s, cg = natural_gradient_direction(p.batch.fisher, v, self.warm_settings, x0=c * direction,
+                                               ax0=c * a_direction)
+            settings = self.warm_settings
+        a_s = v - cg.residual
+        # s^T A s: V^T s for CG started at zero (r is orthogonal to s; the original code's form), s^T (V - r) else.
+        curvature = v if previous is None else a_s
+        shs = float(curvature @ s) if previous is None else float(s @ curvature)
+        if math.isfinite(shs) and shs > 0:
+            p.warm_start = (s, a_s, shs)
+        return s, cg, settings, curvature
+
+    def _theta_update(self, v, s, step_size, cg, settings, lagrangian) -> tuple[torch.Tensor, LocalUpdateInfo]:
+        """(M4) closed form or (M5) line search from theta_old along ``step_size * s``; writes theta into the policy."""
+        b = self.private.batch
+        policy = self.private.policy
         # L(theta_old): every log-ratio is 0 there, so the penalty vanishes and the surrogate is mean(A).
-        before = -float(adv.mean())
-        if not bool(g.any()) or not math.isfinite(beta):
-            accepted, new_theta = False, theta_old
-            result = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
+        before = -float(b.advantages.mean())
+        if not bool(v.any()) or not math.isfinite(step_size):
+            theta = b.theta_old
+            info = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
         elif self.theta_update == "linesearch":
             # (M5)
-            full_step = beta * s
+            full_step = step_size * s
             ls = backtracking_line_search(
-                theta_old, full_step, kl_fn=kl, loss_fn=lagrangian, settings=settings,
-                expected_improvement=float(g @ full_step), surrogate_before=-before, params=policy,
+                b.theta_old, full_step, kl_fn=lambda th: b.kl(th, settings.kl_bound), loss_fn=lagrangian,
+                settings=settings, expected_improvement=float(v @ full_step), surrogate_before=-before, params=policy,
             )
-            accepted, new_theta = ls.accepted, ls.params
-            result = LocalUpdateInfo(accepted, ls.kl, before, -ls.surrogate_after, cg.n_iter, cg.residual_norm)
+            theta = ls.params
+            info = LocalUpdateInfo(ls.accepted, ls.kl, before, -ls.surrogate_after, cg.n_iter, cg.residual_norm)
         else:
-            # Closed form (22): the CG direction scaled to the KL boundary, no line search.
-            accepted, new_theta = True, theta_old + beta * s
-            result = LocalUpdateInfo(True, kl(new_theta), before, lagrangian(new_theta), cg.n_iter, cg.residual_norm)
-        set_flat_params(policy, new_theta)
-        # (M6)
+            # (M4) closed form (22): the CG direction scaled to the KL boundary, no line search.
+            theta = b.theta_old + step_size * s
+            info = LocalUpdateInfo(True, b.kl(theta, settings.kl_bound), before, lagrangian(theta), cg.n_iter,
+                                   cg.residual_norm)
+        set_flat_params(policy, theta)
+        return theta, info
+
+    def _message(self, theta: torch.Tensor, accepted: bool) -> np.ndarray:
+        """(M6) x^q: the true log-ratios l^q(theta), or J (theta - theta_old) ("linearized"); 0 when not moved."""
+        p = self.private
+        b = p.batch
         if not accepted:
-            x = torch.zeros_like(logp_old)
+            x = torch.zeros_like(b.logp_old)
         elif self.exchange_mode == "true":
-            x = logratio(new_theta)
+            x = b.logratio(theta)
         else:
-            x = self._linearized_logratio(new_theta - theta_old)
-        b["x"] = x.reshape(-1).to(torch.float64)
-        return b["x"].numpy().copy(), result
+            x = self._linearized_logratio(theta - b.theta_old)
+        p.x = x.reshape(-1).to(torch.float64)
+        return p.x.numpy().copy()
 
     def _linearized_logratio(self, delta: torch.Tensor) -> torch.Tensor:
         """J (theta - theta_old): the log-ratios linearised at theta_old (eq. 22), [N, M].
@@ -328,10 +373,10 @@ class MATRPOAgent(Learner):
         runs in the endpoint threads (``admm.parallel_endpoints``); ``torch.func.jvp``'s forward-mode AD levels are
         process-global and fail when two threads use them at once.
         """
-        b = self.private.batch
-        if "linearization" not in b:
-            b["linearization"] = self._linearization()
-        jt_u, u, params = b["linearization"]
+        p = self.private
+        if p.linearization is None:
+            p.linearization = self._linearization()
+        jt_u, u, params = p.linearization
         (jv,) = torch.autograd.grad(jt_u, u, grad_outputs=unflatten(delta, params), retain_graph=True)
         return jv.detach()
 
@@ -341,29 +386,30 @@ class MATRPOAgent(Learner):
         policy = self.private.policy
         named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
         # Leaves at theta_old, apart from the module's parameters (the endpoint updates overwrite those in place).
-        params = [t.detach().requires_grad_() for t in unflatten(b["theta_old"], [q for _, q in named])]
+        params = [t.detach().requires_grad_() for t in unflatten(b.theta_old, [q for _, q in named])]
         with torch.enable_grad():
-            logits = functional_call(policy, dict(zip([n for n, _ in named], params)), (b["obs"],))
-            logp = MultiCategorical(logits).log_prob_per_head(b["actions"])
+            logits = functional_call(policy, dict(zip([n for n, _ in named], params)), (b.obs,))
+            logp = MultiCategorical(logits).log_prob_per_head(b.joint_actions)
             u = torch.zeros_like(logp, requires_grad=True)
             jt_u = torch.autograd.grad(logp, params, grad_outputs=u, create_graph=True)
         return jt_u, u, params
 
     def current_x(self) -> np.ndarray:
-        return self.private.batch["x"].numpy()
+        """The x^q this agent last sent (zeros before its first update of the iteration)."""
+        return self.private.x.numpy()
 
     def final_diagnostics(self) -> tuple[float, float]:
         """(KL(theta_old || theta), surrogate improvement) of the parameters this agent ends the iteration with."""
         b = self.private.batch
-        theta = flat_params(self.private.policy)
-        dist = b["evaluator"].dist(theta)
-        ratio = torch.exp(dist.log_prob(b["actions"]) - b["logp_old"].sum(0))
-        surrogate_gain = float(((ratio - 1.0) * b["adv"]).mean())
-        return float(b["old_dist"].kl(dist).mean()), surrogate_gain
+        dist = b.evaluator.dist(flat_params(self.private.policy))
+        ratio = torch.exp(dist.log_prob(b.joint_actions) - b.logp_old.sum(0))
+        surrogate_gain = float(((ratio - 1.0) * b.advantages).mean())
+        return float(b.old_dist.kl(dist).mean()), surrogate_gain
 
     def release(self) -> None:
         """Drop the per-iteration graphs."""
-        self.private.batch = None
+        p = self.private
+        p.batch = p.warm_start = p.linearization = None
 
 
 class MATRPO(TeamCheckpoint):
@@ -516,9 +562,9 @@ class MATRPO(TeamCheckpoint):
         dropped = 0
         def endpoint(q: int):
             # Agent q's own copies of its incident edges' state; nothing else enters its update.
-            z_sum, dual_sum = engine.penalty_terms(q)
+            terms = engine.endpoint_terms(q)
             with acting_as(q):
-                return self.agents[q].local_update(z_sum, dual_sum, int(engine.degree[q]))
+                return self.agents[q].local_update(terms)
 
         for _ in range(cfg.admm_iterations):
             e = engine.next_edge()

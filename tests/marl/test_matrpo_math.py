@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from consensus_admm import EdgeConsensus
+from consensus_admm import EdgeConsensus, EndpointTerms
 from marl.algos.common import seed_sequence
 from marl.algos.matrpo import MATRPOAgent
 from trpo_core import MultiCategorical, flat_params, unflatten
@@ -131,7 +131,7 @@ def test_closed_form_update_matches_explicit_eq22(float64):
     h_inv_v = torch.linalg.solve(h_damped, v)
     expected = theta_old + torch.sqrt(2 * cfg.max_kl / (v @ h_inv_v)) * h_inv_v
 
-    x, info = agent.local_update(z_sum, dual_sum, degree=2)
+    x, info = agent.local_update(EndpointTerms(z_sum, dual_sum, 2, cfg.admm_penalty))
     assert info.accepted
     got = flat_params(agent.private.policy)
     torch.testing.assert_close(got, expected, rtol=CLOSED_FORM_RTOL, atol=1e-7)
@@ -151,7 +151,7 @@ def test_linearized_exchange_is_jacobian_times_step(float64):
     agent.exchange_mode = "linearized"
     n, m = 2, obs.shape[0]
     theta_old, jac, _ = _explicit_jacobian_and_hessian(agent, obs, actions)
-    x, info = agent.local_update(np.zeros(n * m), np.zeros(n * m), degree=2)
+    x, info = agent.local_update(EndpointTerms(np.zeros(n * m), np.zeros(n * m), 2, cfg.admm_penalty))
     d = flat_params(agent.private.policy) - theta_old
     np.testing.assert_allclose(x, torch.einsum("nmp,p->nm", jac, d).reshape(-1).numpy(), rtol=1e-8, atol=1e-10)
 
@@ -176,7 +176,7 @@ def test_linesearch_lagrangian_matches_per_edge_sum(float64):
 
     mod.backtracking_line_search = spy
     try:
-        agent.local_update(z_edges.sum(0), lam_edges.sum(0), degree=3)
+        agent.local_update(EndpointTerms(z_edges.sum(0), lam_edges.sum(0), 3, beta))
     finally:
         mod.backtracking_line_search = real_search
     names = [k for k, _ in agent.private.policy.named_parameters()]

@@ -91,10 +91,10 @@ class LeakyAgent(MATRPOAgent):
 
     team: list = []
 
-    def local_update(self, z_sum, dual_sum, degree):
+    def local_update(self, terms):
         other = self.team[(self.owner + 1) % len(self.team)]
-        _ = other.private.batch["obs"]
-        return super().local_update(z_sum, dual_sum, degree)
+        _ = other.private.batch.obs
+        return super().local_update(terms)
 
 
 def test_decentralization_guard_catches_a_leaky_update():
@@ -119,8 +119,8 @@ def test_agent_update_depends_only_on_its_own_data_and_messages():
     captured = []
     original = MATRPOAgent.local_update
 
-    def spy(self, z_sum, dual_sum, degree):
-        x, info = original(self, z_sum, dual_sum, degree)
+    def spy(self, terms):
+        x, info = original(self, terms)
         captured.append((self.owner, x))
         return x, info
 
