@@ -78,11 +78,11 @@ import networkx as nx
 import numpy as np
 import torch
 
-from consensus_admm import ADMMSettings, Averaging, EdgeConsensus
+from consensus_admm import ADMMSettings, Averaging
 
 from .algos.baselines import _mean_over_agents, _step_metrics
 from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
-from .algos.matrpo import MATRPOAgent, communication_graph
+from .algos.matrpo import MATRPOAgent, communication_graph, edge_engine
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
 from .rollout import Rollout
@@ -590,14 +590,7 @@ class _MATRPOAgent:
     def _consensus(self, m: int, iteration: int) -> dict:
         """``MATRPO._consensus`` for agent q: a replica of the engine, updated on its own edges only."""
         cfg, q, n = self.config, self.i, self.n
-        engine = EdgeConsensus(self.graph, n * m, penalty=cfg.admm_penalty, schedule=cfg.admm.edge_order,
-                               drop_prob=cfg.admm.drop_prob,
-                               seed=np.random.default_rng(seed_sequence(cfg.seed, 2, iteration)))
-        if cfg.admm.dual_init != 0.0:
-            duals = np.zeros_like(engine.duals)
-            duals[:, 0] = cfg.admm.dual_init
-            duals[:, 1] = -cfg.admm.dual_init
-            engine.reset(duals=duals)
+        engine = edge_engine(self.graph, n * m, cfg, iteration)
         accepted = updates = 0
         lag_gain = 0.0
         dual, dropped = {}, 0

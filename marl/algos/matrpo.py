@@ -172,6 +172,22 @@ def communication_graph(name: str, n_agents: int, *, p: float = 0.5, seed: int =
     raise ValueError(f"graph must be one of ring, complete, star, path, erdos_renyi; got {name!r}")
 
 
+def edge_engine(graph: nx.Graph, dim: int, config: TrainConfig, iteration: int) -> EdgeConsensus:
+    """The consensus state of one outer iteration, (M7): the one owner of the penalty beta and of the duals.
+
+    Each endpoint update reads beta with its sums from ``engine.endpoint_terms(q)``. The duals start at
+    y = ``admm.dual_init`` (lambda_{e,i} = y at the lower-indexed endpoint, C = +1, and -y at the other); the edge
+    schedule and message losses are seeded by (run seed, 2, iteration), so the MPI backend's per-agent replicas
+    draw the same as the in-process engine.
+    """
+    y = config.admm.dual_init
+    return EdgeConsensus(
+        graph, dim, penalty=config.admm_penalty, schedule=config.admm.edge_order, drop_prob=config.admm.drop_prob,
+        dual_init=np.array([[y], [-y]]) if y else 0.0,  # broadcast to (edges, 2, dim)
+        seed=np.random.default_rng(seed_sequence(config.seed, 2, iteration)),
+    )
+
+
 @dataclass(frozen=True)
 class LocalUpdateInfo:
     """What one endpoint update did (agent-local diagnostics)."""
@@ -542,19 +558,7 @@ class MATRPO(TeamCheckpoint):
     def _consensus(self, m: int, iteration: int) -> dict[str, float]:
         cfg = self.config
         n = self.n_agents
-        engine = EdgeConsensus(
-            self.graph,
-            n * m,
-            penalty=cfg.admm_penalty,
-            schedule=cfg.admm.edge_order,
-            drop_prob=cfg.admm.drop_prob,
-            seed=np.random.default_rng(seed_sequence(cfg.seed, 2, iteration)),
-        )
-        if cfg.admm.dual_init != 0.0:
-            duals = np.zeros_like(engine.duals)
-            duals[:, 0] = cfg.admm.dual_init  # C = +1 at the lower-indexed endpoint
-            duals[:, 1] = -cfg.admm.dual_init
-            engine.reset(duals=duals)
+        engine = edge_engine(self.graph, n * m, cfg, iteration)
         accepted = np.zeros(n)
         updates = np.zeros(n)
         lag_gain = np.zeros(n)
