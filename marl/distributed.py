@@ -80,9 +80,12 @@ import torch
 
 from consensus_admm import ADMMSettings, Averaging
 
-from .algos.baselines import _mean_over_agents, _step_metrics
-from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
+from .algos.baselines import _mean_over_agents, _step_metrics, trpo_policy_update
+from .algos.batch import samples, standardize
+from .algos.from_config import trpo_settings
+from .algos.learner import Learner
 from .algos.matrpo import MATRPOAgent, communication_graph, edge_engine
+from .algos.seeding import seed_sequence
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
 from .rollout import Rollout

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from .algos import make_algorithm
-from .algos.common import episode_metrics
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -50,7 +49,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, config_from_dict
 from .envs import make_vector_env
-from .rollout import collect_rollout
+from .rollout import collect_rollout, episode_metrics
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"

@@ -19,21 +19,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trpo_core import MultiCategorical, TRPOSettings, fisher_vector_product, flat_grad, trust_region_step
+
 from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import (
-    TeamCheckpoint,
-    Learner,
-    ValueFits,
-    act_independently,
-    samples,
-    seed_sequence,
-    standardize,
-    trpo_policy_update,
-    trpo_settings,
-    value_fit_executor,
-)
+from .batch import samples, standardize
+from .evaluator import PolicyEvaluator
+from .from_config import trpo_settings
+from .learner import Learner, TeamCheckpoint, act_independently
 from .privacy import acting_as
+from .seeding import seed_sequence
+from .value_fits import ValueFits, value_fit_executor
 
 
 def _step_metrics(prefix: str, info) -> dict[str, float]:
@@ -96,7 +92,6 @@ class ITRPO(TeamCheckpoint):
         return metrics
 
 
-
 class CTRPO:
     """One centralized TRPO learner over the joint observation and joint action, trained on the team reward."""
 
@@ -144,3 +139,39 @@ class CTRPO:
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state["learner"])
+
+
+def trpo_policy_update(learner: Learner, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor,
+                       settings: TRPOSettings):
+    """One single-agent TRPO step (I-TRPO, C-TRPO) on the learner's acting heads.
+
+    Surrogate (Schulman et al. 2015, eq. 14): L(theta) = (1/M) sum_m exp(log pi_theta(a_m|o_m) - log pi_old(a_m|o_m)) A_m,
+    KL = mean_m KL(pi_old(.|o_m) || pi_theta(.|o_m)) over the acting heads; step by ``trpo_core.trust_region_step``.
+    """
+    policy = learner.private.policy
+    heads = learner.acting_heads
+
+    def dist_of(logits: torch.Tensor) -> MultiCategorical:
+        return MultiCategorical(logits[:, heads])
+
+    logits = policy(obs)
+    dist = dist_of(logits)
+    logp = dist.log_prob(actions)
+    logp_old = logp.detach()
+    old_logits = logits.detach()
+    surrogate = (torch.exp(logp - logp_old) * adv).mean()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    g = flat_grad(surrogate, params)
+    evaluator = PolicyEvaluator(policy, obs, dist_of)
+    fvp = fisher_vector_product(policy, lambda o: dist_of(policy(o)), obs, form=settings.fisher_form,
+                                subsample_every=settings.fvp_subsample_every)
+
+    def surrogate_fn(theta: torch.Tensor) -> float:
+        d = evaluator.dist(theta)
+        return float((torch.exp(d.log_prob(actions) - logp_old) * adv).mean())
+
+    def kl_fn(theta: torch.Tensor) -> float:
+        return evaluator.kl_within(theta, old_logits, settings.kl_bound)
+
+    _, info = trust_region_step(policy, fvp, kl_fn=kl_fn, surrogate_fn=surrogate_fn, settings=settings, gradient=g)
+    return info

@@ -101,7 +101,7 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
   step to the quadratic model's boundary has a true KL of 4-8 delta/N and is always rejected, as in the original
   code; the chunked test rejects it after about 40% of the batch.)
 - Samples are ordered env-major (m = env * T + t, as the original code's ``sf01``;
-  ``marl.algos.common.samples``), so the Fisher's every-5th-sample subsample spans every episode of the batch.
+  ``marl.algos.batch.samples``), so the Fisher's every-5th-sample subsample spans every episode of the batch.
   A time-major order (all steps of 2 of 10 envs) learned markedly slower (RESULTS.md, "Sample order").
 - The CG right-hand side (M2) is a vector-Jacobian product on activations cached once per outer iteration at
   theta_old (``trpo_core.FisherVectorProduct.vjp``: the score w_n (onehot(a^n) - pi_n) on the logits pulled back
@@ -137,19 +137,13 @@ from trpo_core import (
 
 from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import (
-    TeamCheckpoint,
-    Learner,
-    PolicyEvaluator,
-    ValueFits,
-    act_independently,
-    samples,
-    seed_sequence,
-    standardize,
-    trpo_settings,
-    value_fit_executor,
-)
+from .batch import samples, standardize
+from .evaluator import PolicyEvaluator
+from .from_config import trpo_settings
+from .learner import Learner, TeamCheckpoint, act_independently
 from .privacy import acting_as
+from .seeding import seed_sequence
+from .value_fits import ValueFits, value_fit_executor
 
 
 def communication_graph(name: str, n_agents: int, *, p: float = 0.5, seed: int = 0) -> nx.Graph:

@@ -18,7 +18,7 @@ import torch
 from torch.func import functional_call
 
 from consensus_admm import EdgeConsensus, EndpointTerms
-from marl.algos.common import seed_sequence
+from marl.algos.seeding import seed_sequence
 from marl.algos.matrpo import MATRPOAgent
 from trpo_core import MultiCategorical, flat_params, unflatten
 

@@ -1,0 +1,144 @@
+"""A learner: a multi-head policy and a value network over one observation, with its own random streams.
+
+A :class:`Learner` keeps everything it owns in a :class:`~marl.algos.privacy.PrivateStore`, so decentralized
+algorithms can prove that agent i's update never reads agent j's data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trpo_core import MultiCategorical, ValueFitSettings, ValueFitter, compute_gae
+
+from ..config import TrainConfig
+from ..networks import MultiHeadPolicy, ValueNet
+from ..rollout import next_values
+from .privacy import PrivateStore, acting_as
+from .seeding import sample_actions, shared_noise_generator, torch_generator
+from .value_fits import value_metrics
+
+
+class TeamCheckpoint:
+    """``state_dict`` / ``load_state_dict`` of an algorithm whose whole state is its agents' (``self.agents``)."""
+
+    def state_dict(self) -> dict:
+        return {"agents": [a.state_dict() for a in self.agents]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for a, s in zip(self.agents, state["agents"]):
+            a.load_state_dict(s)
+
+
+class Learner:
+    """One learner: a multi-head categorical policy over its own observation and a value network.
+
+    Parameters
+    ----------
+    owner : int
+        Agent index that owns this learner's private data.
+    obs_dim, n_heads, n_actions : int
+        Policy shape: logits [batch, n_heads, n_actions].
+    acting_heads : sequence of int
+        The heads whose samples are executed (MATRPO agent i: ``[i]``; C-TRPO: all; I-TRPO: ``[0]``).
+    config : TrainConfig
+    seed : int
+        Stream for this learner's initialisation, action sampling and value minibatches.
+    """
+
+    def __init__(self, owner: int, obs_dim: int, n_heads: int, n_actions: int, acting_heads, config: TrainConfig,
+                 seed: np.random.SeedSequence):
+        init_seq, act_seq, fit_seq = seed.spawn(3)
+        torch.manual_seed(int(init_seq.generate_state(1)[0]))
+        policy = MultiHeadPolicy(obs_dim, n_heads, n_actions, config.hidden_sizes, config.activation)
+        value = ValueNet(obs_dim, config.hidden_sizes, config.activation)
+        fit_rng = np.random.default_rng(fit_seq)
+        fitter = ValueFitter(
+            value,
+            ValueFitSettings(lr=config.vf_lr, epochs=max(config.vf_epochs, 1), minibatch_size=config.vf_minibatch),
+            seed=fit_rng,
+        )
+        self.owner = owner
+        self.acting_heads = torch.as_tensor(list(acting_heads), dtype=torch.long)
+        self.private = PrivateStore(
+            owner,
+            policy=policy,
+            value=value,
+            fitter=fitter,
+            fit_rng=fit_rng,
+            act_gen=(torch_generator(act_seq) if config.sampling_noise == "independent"
+                     else shared_noise_generator(config.seed)),
+            batch=None,
+        )
+        self.shared_noise = config.sampling_noise == "shared"
+        self.vf_epochs = config.vf_epochs
+
+    # -- acting -----------------------------------------------------------------------------------------------------
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sample the acting heads: returns [B, len(acting_heads)] int64.
+
+        Independent noise: multinomial draws from this agent's own generator. Shared noise: Gumbel-max on uniforms
+        of the logits' shape [B, heads, n_actions] from the common-seed generator, so every agent with the same
+        acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``).
+        """
+        dist = MultiCategorical(self.private.policy(obs)[:, self.acting_heads])
+        return sample_actions(dist, self.private.act_gen, self.shared_noise)
+
+    # -- value function and advantages -----------------------------------------------------------------------------
+    def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated, config: TrainConfig):
+        """GAE on this learner's own rewards (paper eqs. 18-19). Returns (advantages, returns, values), [T, B]."""
+        value = self.private.value
+        with torch.no_grad():
+            t, b = rewards.shape
+            values = value(obs.reshape(t * b, -1)).reshape(t, b)
+            if config.gae_boundaries == "ignore":
+                # Original navigation code (finite=False): the trace runs straight through resets.
+                empty = done_index[:0]
+                nxt = next_values(value, obs, last_obs, empty, final_obs[:0], values)
+                term = torch.zeros_like(terminated)
+                trunc = torch.zeros_like(truncated)
+            else:
+                nxt = next_values(value, obs, last_obs, done_index, final_obs, values)
+                term, trunc = terminated, truncated
+            adv, ret = compute_gae(rewards, values, nxt, term, trunc, gamma=config.gamma, lam=config.gae_lambda)
+        return adv, ret, values
+
+    def own_advantages(self, rollout, index: int, config: TrainConfig):
+        """:meth:`advantages` on agent ``index``'s slice of a rollout (its observations and its own reward)."""
+        return self.advantages(rollout.obs[index], rollout.last_obs[index], rollout.done_index,
+                               rollout.final_obs[index], rollout.rewards[..., index], rollout.terminated,
+                               rollout.truncated, config)
+
+    def fit_value(self, obs_flat: torch.Tensor, returns_flat: torch.Tensor, values_flat: torch.Tensor) -> dict:
+        """Regress V onto the returns (trpo_core.ValueFitter); the metrics of :func:`fit_values`."""
+        if self.vf_epochs == 0:
+            return value_metrics(returns_flat, values_flat, None)
+        return value_metrics(returns_flat, values_flat, self.private.fitter.fit(obs_flat, returns_flat))
+
+    # -- checkpointing ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        p = self.private
+        return {
+            "policy": p.policy.state_dict(),
+            "value": p.value.state_dict(),
+            "value_optimizer": p.fitter.optimizer.state_dict(),
+            "fit_rng": p.fit_rng.bit_generator.state,
+            "act_gen": p.act_gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        p = self.private
+        p.policy.load_state_dict(state["policy"])
+        p.value.load_state_dict(state["value"])
+        p.fitter.optimizer.load_state_dict(state["value_optimizer"])
+        p.fit_rng.bit_generator.state = state["fit_rng"]
+        p.act_gen.set_state(state["act_gen"])
+
+
+def act_independently(learners: list[Learner], obs: list[torch.Tensor]) -> torch.Tensor:
+    """Each learner samples its acting heads from its own observation; returns the joint action [B, n_agents]."""
+    cols = []
+    for i, learner in enumerate(learners):
+        with acting_as(i):
+            cols.append(learner.act(obs[i]))
+    return torch.cat(cols, dim=1)
