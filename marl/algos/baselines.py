@@ -21,12 +21,10 @@ import torch
 
 from trpo_core import MultiCategorical, TRPOSettings, fisher_vector_product, flat_grad, trust_region_step
 
-from ..config import TrainConfig
 from ..rollout import Rollout
 from .batch import samples, standardize
 from .evaluator import PolicyEvaluator
-from .from_config import trpo_settings
-from .learner import Learner, TeamCheckpoint, act_independently
+from .learner import Learner, LearnerSettings, TeamCheckpoint, act_independently
 from .privacy import acting_as
 from .seeding import seed_sequence
 from .value_fits import ValueFits, value_fit_executor
@@ -48,39 +46,47 @@ def _mean_over_agents(metrics: dict[str, float], keys: list[str], n: int) -> Non
 
 
 class ITRPO(TeamCheckpoint):
-    """Independent TRPO learners, one per agent, no communication."""
+    """Independent TRPO learners, one per agent, no communication.
+
+    Parameters
+    ----------
+    obs_dims, n_actions : per-agent observation sizes and action counts.
+    trpo : trpo_core.TRPOSettings
+        Each learner's trust-region step.
+    learner : LearnerSettings
+    seed : int
+        The run's seed (each agent's streams derive from it).
+    """
 
     name = "itrpo"
 
-    def __init__(self, obs_dims, n_actions, config: TrainConfig):
-        self.config = config
+    def __init__(self, obs_dims, n_actions, trpo: TRPOSettings, learner: LearnerSettings, *, seed: int):
         self.n_agents = len(obs_dims)
-        self.settings = trpo_settings(config)
+        self.trpo, self.learner_settings = trpo, learner
         self.agents = [
-            Learner(i, obs_dims[i], 1, n_actions[i], [0], config, seed_sequence(config.seed, 1, i))
+            Learner(i, obs_dims[i], 1, n_actions[i], [0], learner, seed_sequence(seed, 1, i), run_seed=seed)
             for i in range(self.n_agents)
         ]
-        self._value_pool = value_fit_executor(config)
+        self._value_pool = value_fit_executor(learner.concurrent_value_fit)
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         return act_independently(self.agents, obs)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
-        cfg = self.config
         metrics: dict[str, float] = {}
         gae = []
         for i, agent in enumerate(self.agents):
             with acting_as(i):
-                gae.append(tuple(samples(t) for t in agent.own_advantages(rollout, i, cfg)))
+                gae.append(tuple(samples(t) for t in agent.own_advantages(rollout, i)))
         obs_all = [samples(o) for o in rollout.obs]
         value_fits = ValueFits(self._value_pool, self.agents, obs_all, [r for _, r, _ in gae],
-                               [v for _, _, v in gae], stacked=cfg.stack_value_fits)
+                               [v for _, _, v in gae], stacked=self.learner_settings.stack_value_fits)
         for i, agent in enumerate(self.agents):
             with acting_as(i):
                 adv, obs = gae[i][0], obs_all[i]
                 adv = standardize(adv, float(adv.mean()), float(adv.std()))
                 own_action = samples(rollout.actions[..., i : i + 1])
-                info = trpo_policy_update(agent, obs, own_action, adv, self.settings)
+                info = trpo_policy_update(agent, obs, own_action, adv, self.trpo)
             metrics.update(_step_metrics(f"_agent_{i}", info))
         fits, metrics["time/value_fit"] = value_fits.result()
         for i, vf in enumerate(fits):
@@ -93,39 +99,40 @@ class ITRPO(TeamCheckpoint):
 
 
 class CTRPO:
-    """One centralized TRPO learner over the joint observation and joint action, trained on the team reward."""
+    """One centralized TRPO learner over the joint observation and joint action, trained on the team reward.
+
+    Parameters as :class:`ITRPO`'s; the one learner sees the concatenated observations and has a head per agent.
+    """
 
     name = "ctrpo"
 
-    def __init__(self, obs_dims, n_actions, config: TrainConfig):
+    def __init__(self, obs_dims, n_actions, trpo: TRPOSettings, learner: LearnerSettings, *, seed: int):
         if len(set(n_actions)) != 1:
             raise ValueError(f"C-TRPO's joint policy needs equal action counts per agent, got {n_actions}")
-        self.config = config
         self.n_agents = len(obs_dims)
-        self.settings = trpo_settings(config)
-        self.learner = Learner(0, int(sum(obs_dims)), self.n_agents, n_actions[0], range(self.n_agents), config,
-                               seed_sequence(config.seed, 1, 0))
-        self._value_pool = value_fit_executor(config)
+        self.trpo = trpo
+        self.learner = Learner(0, int(sum(obs_dims)), self.n_agents, n_actions[0], range(self.n_agents), learner,
+                               seed_sequence(seed, 1, 0), run_seed=seed)
+        self._value_pool = value_fit_executor(learner.concurrent_value_fit)
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         return self.learner.act(torch.cat(obs, dim=-1))
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
-        cfg = self.config
         joint_obs = torch.cat(rollout.obs, dim=-1)
         joint_last = torch.cat(rollout.last_obs, dim=-1)
         joint_final = torch.cat(rollout.final_obs, dim=-1)
         team_reward = rollout.rewards.sum(-1)
         adv, ret, values = self.learner.advantages(
             joint_obs, joint_last, rollout.done_index, joint_final, team_reward, rollout.terminated,
-            rollout.truncated, cfg,
+            rollout.truncated,
         )
         obs = samples(joint_obs)
         value_fits = ValueFits(self._value_pool, [self.learner], [obs], [samples(ret)], [samples(values)],
                                stacked=False)
         adv = samples(adv)
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
-        info = trpo_policy_update(self.learner, obs, samples(rollout.actions), adv, self.settings)
+        info = trpo_policy_update(self.learner, obs, samples(rollout.actions), adv, self.trpo)
         (vf,), fit_seconds = value_fits.result()
         metrics = _step_metrics("", info)
         metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")

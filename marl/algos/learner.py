@@ -6,17 +6,56 @@ algorithms can prove that agent i's update never reads agent j's data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from trpo_core import MultiCategorical, ValueFitSettings, ValueFitter, compute_gae
+from trpo_core import GAESettings, MultiCategorical, ValueFitSettings, ValueFitter, compute_gae
 
-from ..config import TrainConfig
 from ..networks import MultiHeadPolicy, ValueNet
 from ..rollout import next_values
 from .privacy import PrivateStore, acting_as
 from .seeding import sample_actions, shared_noise_generator, torch_generator
 from .value_fits import value_metrics
+
+
+GAE_BOUNDARIES = ("ignore", "correct")
+SAMPLING_NOISE = ("independent", "shared")
+ACTIVATIONS = ("selu", "tanh", "relu")
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    """A TRPO learner's own settings (MATRPO, I-TRPO, C-TRPO): networks, advantages, value regression, action noise.
+
+    No defaults here: they live in :class:`marl.config.TrainConfig`, and ``marl.algos.from_config.learner_settings``
+    builds this once from it (vary a field with :func:`dataclasses.replace`).
+    """
+
+    hidden_sizes: tuple[int, ...]  # hidden layer widths of the policy and value MLPs (paper: 128, 128)
+    activation: str  # one of ACTIVATIONS (paper: selu)
+    gae: GAESettings  # gamma, lambda of the advantage estimate (paper eqs. 18-19)
+    # "ignore": the trace runs through resets (original navigation code); "correct": cut at termination, bootstrap
+    # V(final obs) at truncation
+    gae_boundaries: str
+    value_fit: ValueFitSettings | None  # the value regression; None: V is not regressed
+    # "independent": each learner's own generator; "shared": common-seed uniforms, Gumbel-max on its own logits
+    sampling_noise: str
+    stack_value_fits: bool  # the team's independent regressions as one stacked computation (same results)
+    concurrent_value_fit: bool  # regress V in a worker thread while the policy step runs (same results)
+
+    def __post_init__(self) -> None:
+        if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be a non-empty tuple of ints > 0, got {self.hidden_sizes!r}")
+        for name, allowed in (("activation", ACTIVATIONS), ("gae_boundaries", GAE_BOUNDARIES),
+                              ("sampling_noise", SAMPLING_NOISE)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.gae, GAESettings):
+            raise ValueError(f"gae must be a trpo_core.GAESettings, got {self.gae!r}")
+        if self.value_fit is not None and not isinstance(self.value_fit, ValueFitSettings):
+            raise ValueError(f"value_fit must be a trpo_core.ValueFitSettings or None, got {self.value_fit!r}")
 
 
 class TeamCheckpoint:
@@ -41,23 +80,23 @@ class Learner:
         Policy shape: logits [batch, n_heads, n_actions].
     acting_heads : sequence of int
         The heads whose samples are executed (MATRPO agent i: ``[i]``; C-TRPO: all; I-TRPO: ``[0]``).
-    config : TrainConfig
-    seed : int
+    settings : LearnerSettings
+    seed : numpy SeedSequence
         Stream for this learner's initialisation, action sampling and value minibatches.
+    run_seed : int
+        The run's seed: the common seed of ``sampling_noise = "shared"``.
     """
 
-    def __init__(self, owner: int, obs_dim: int, n_heads: int, n_actions: int, acting_heads, config: TrainConfig,
-                 seed: np.random.SeedSequence):
+    def __init__(self, owner: int, obs_dim: int, n_heads: int, n_actions: int, acting_heads,
+                 settings: LearnerSettings, seed: np.random.SeedSequence, *, run_seed: int):
         init_seq, act_seq, fit_seq = seed.spawn(3)
         torch.manual_seed(int(init_seq.generate_state(1)[0]))
-        policy = MultiHeadPolicy(obs_dim, n_heads, n_actions, config.hidden_sizes, config.activation)
-        value = ValueNet(obs_dim, config.hidden_sizes, config.activation)
+        policy = MultiHeadPolicy(obs_dim, n_heads, n_actions, settings.hidden_sizes, settings.activation)
+        value = ValueNet(obs_dim, settings.hidden_sizes, settings.activation)
         fit_rng = np.random.default_rng(fit_seq)
-        fitter = ValueFitter(
-            value,
-            ValueFitSettings(lr=config.vf_lr, epochs=max(config.vf_epochs, 1), minibatch_size=config.vf_minibatch),
-            seed=fit_rng,
-        )
+        # Without a regression the optimiser is never stepped; it exists so that every checkpoint has one.
+        fitter = ValueFitter(value, settings.value_fit or ValueFitSettings(epochs=1), seed=fit_rng)
+        self.settings = settings
         self.owner = owner
         self.acting_heads = torch.as_tensor(list(acting_heads), dtype=torch.long)
         self.private = PrivateStore(
@@ -66,12 +105,15 @@ class Learner:
             value=value,
             fitter=fitter,
             fit_rng=fit_rng,
-            act_gen=(torch_generator(act_seq) if config.sampling_noise == "independent"
-                     else shared_noise_generator(config.seed)),
+            act_gen=(torch_generator(act_seq) if settings.sampling_noise == "independent"
+                     else shared_noise_generator(run_seed)),
             batch=None,
         )
-        self.shared_noise = config.sampling_noise == "shared"
-        self.vf_epochs = config.vf_epochs
+
+    @property
+    def fits_value(self) -> bool:
+        """Whether :meth:`fit_value` regresses V (``settings.value_fit`` is set)."""
+        return self.settings.value_fit is not None
 
     # -- acting -----------------------------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -82,16 +124,16 @@ class Learner:
         acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``).
         """
         dist = MultiCategorical(self.private.policy(obs)[:, self.acting_heads])
-        return sample_actions(dist, self.private.act_gen, self.shared_noise)
+        return sample_actions(dist, self.private.act_gen, self.settings.sampling_noise == "shared")
 
     # -- value function and advantages -----------------------------------------------------------------------------
-    def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated, config: TrainConfig):
+    def advantages(self, obs, last_obs, done_index, final_obs, rewards, terminated, truncated):
         """GAE on this learner's own rewards (paper eqs. 18-19). Returns (advantages, returns, values), [T, B]."""
         value = self.private.value
         with torch.no_grad():
             t, b = rewards.shape
             values = value(obs.reshape(t * b, -1)).reshape(t, b)
-            if config.gae_boundaries == "ignore":
+            if self.settings.gae_boundaries == "ignore":
                 # Original navigation code (finite=False): the trace runs straight through resets.
                 empty = done_index[:0]
                 nxt = next_values(value, obs, last_obs, empty, final_obs[:0], values)
@@ -100,18 +142,19 @@ class Learner:
             else:
                 nxt = next_values(value, obs, last_obs, done_index, final_obs, values)
                 term, trunc = terminated, truncated
-            adv, ret = compute_gae(rewards, values, nxt, term, trunc, gamma=config.gamma, lam=config.gae_lambda)
+            gae = self.settings.gae
+            adv, ret = compute_gae(rewards, values, nxt, term, trunc, gamma=gae.gamma, lam=gae.lam)
         return adv, ret, values
 
-    def own_advantages(self, rollout, index: int, config: TrainConfig):
+    def own_advantages(self, rollout, index: int):
         """:meth:`advantages` on agent ``index``'s slice of a rollout (its observations and its own reward)."""
         return self.advantages(rollout.obs[index], rollout.last_obs[index], rollout.done_index,
                                rollout.final_obs[index], rollout.rewards[..., index], rollout.terminated,
-                               rollout.truncated, config)
+                               rollout.truncated)
 
     def fit_value(self, obs_flat: torch.Tensor, returns_flat: torch.Tensor, values_flat: torch.Tensor) -> dict:
         """Regress V onto the returns (trpo_core.ValueFitter); the metrics of :func:`fit_values`."""
-        if self.vf_epochs == 0:
+        if not self.fits_value:
             return value_metrics(returns_flat, values_flat, None)
         return value_metrics(returns_flat, values_flat, self.private.fitter.fit(obs_flat, returns_flat))
 

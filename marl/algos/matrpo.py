@@ -88,9 +88,10 @@ Departures from the paper and from the original code (matrpo-reference-code.md ย
   computation (``trpo_core.fit_stacked``); each agent's result equals its own fit up to rounding, and tests prove
   that no agent's result depends on another agent's data. ``concurrent_value_fit``: the policy step never reads
   V, so the fit runs in a worker thread during the consensus (bit-identical results, tested).
-- Warm-started CG (``trpo.warm_start_cg``, ``trpo.cg_iters_warm``): within an outer iteration H^q is fixed and
+- Warm-started CG (``trpo.warm_start_cg``, ``trpo.cg_max_iter_warm``): within an outer iteration H^q is fixed and
   V^q changes gradually, so each agent's solves after its first start from its previous direction (rescaled by a
-  line minimisation of the quadratic model) and run ``cg_iters_warm`` (5) instead of ``cg_iters`` (10) iterations.
+  line minimisation of the quadratic model) and run ``cg_max_iter_warm`` (5) instead of ``cg_max_iter`` (10)
+  iterations.
   The product A s of each solve is kept (A s = g - r from CG's residual), so neither the warm start's first residual
   nor the step length s^T A s costs a Fisher product.
   Measured on a Navigation N=3 batch (M = 10,000, damping 0.01): cold 10-iteration CG leaves a relative residual
@@ -126,6 +127,7 @@ from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, EndpointTerms
 from trpo_core import (
     FisherVectorProduct,
     MultiCategorical,
+    TRPOSettings,
     backtracking_line_search,
     fisher_vector_product,
     flat_params,
@@ -135,12 +137,10 @@ from trpo_core import (
     unflatten,
 )
 
-from ..config import TrainConfig
 from ..rollout import Rollout
 from .batch import samples, standardize
 from .evaluator import PolicyEvaluator
-from .from_config import trpo_settings
-from .learner import Learner, TeamCheckpoint, act_independently
+from .learner import Learner, LearnerSettings, TeamCheckpoint, act_independently
 from .privacy import acting_as
 from .seeding import seed_sequence
 from .value_fits import ValueFits, value_fit_executor
@@ -166,7 +166,60 @@ def communication_graph(name: str, n_agents: int, *, p: float = 0.5, seed: int =
     raise ValueError(f"graph must be one of ring, complete, star, path, erdos_renyi; got {name!r}")
 
 
-def edge_engine(graph: nx.Graph, dim: int, config: TrainConfig, iteration: int) -> EdgeConsensus:
+GRAPHS = ("ring", "complete", "star", "path", "erdos_renyi")
+_CHOICES = {
+    "graph": GRAPHS,
+    "edge_order": ("cyclic", "random"),
+    "exchange": ("true", "linearized"),
+    "theta_update": ("linesearch", "closed_form"),
+    "step_length": ("boundary", "penalized"),
+    "adv_norm": ("pooled", "per_agent", "none"),
+}
+
+
+@dataclass(frozen=True)
+class MATRPOSettings:
+    """MATRPO's consensus loop and the switches of its local update (see the module docstring for each choice).
+
+    The trust-region step itself is a ``trpo_core.TRPOSettings`` (``max_kl`` = delta/N). No defaults here: they live
+    in :class:`marl.config.TrainConfig` (``[admm]``, paper Table III by task) and
+    ``marl.algos.from_config.matrpo_settings`` builds this once from it.
+    """
+
+    iterations: int  # edge activations per outer iteration; >= 1 (Table III)
+    penalty: float  # beta, the ADMM penalty; > 0 (Table III)
+    graph: str  # communication topology, one of GRAPHS (paper: ring)
+    graph_p: float  # edge probability of "erdos_renyi"; in (0, 1]
+    edge_order: str  # "cyclic" (original code) or "random" (paper, Algorithm 1)
+    exchange: str  # (M6): "true" log-ratio (original code) or "linearized" J (theta - theta_old) (paper eq. 22)
+    theta_update: str  # "linesearch" (M5) (original code) or "closed_form" (M4)
+    step_length: str  # (M4): "boundary" (eq. 22) or "penalized" (eq. 47 with lambda* >= 0)
+    dual_init: float  # initial y of every edge (lambda_{e,i} = y, lambda_{e,j} = -y); finite
+    drop_prob: float  # probability that a message on an edge is lost; in [0, 1)
+    adv_norm: str  # "pooled" (by average consensus), "per_agent" or "none"
+    parallel_endpoints: bool  # the two endpoint updates of an edge in two threads (same result)
+    warm_start_cg: bool  # (M3) from this agent's previous direction
+    cg_max_iter_warm: int  # CG iterations of a warm-started solve; >= 1
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MATRPOSettings.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("iterations", "cg_max_iter_warm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MATRPOSettings.{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.penalty, (int, float)) and math.isfinite(self.penalty) and self.penalty > 0):
+            raise ValueError(f"MATRPOSettings.penalty must be a finite float > 0, got {self.penalty!r}")
+        if not 0.0 < self.graph_p <= 1.0:
+            raise ValueError(f"MATRPOSettings.graph_p must be in (0, 1], got {self.graph_p!r}")
+        if not math.isfinite(self.dual_init):
+            raise ValueError(f"MATRPOSettings.dual_init must be finite, got {self.dual_init!r}")
+        if not 0.0 <= self.drop_prob < 1.0:
+            raise ValueError(f"MATRPOSettings.drop_prob must be in [0, 1), got {self.drop_prob!r}")
+
+
+def edge_engine(graph: nx.Graph, dim: int, settings: MATRPOSettings, seed: int, iteration: int) -> EdgeConsensus:
     """The consensus state of one outer iteration, (M7): the one owner of the penalty beta and of the duals.
 
     Each endpoint update reads beta with its sums from ``engine.endpoint_terms(q)``. The duals start at
@@ -174,11 +227,11 @@ def edge_engine(graph: nx.Graph, dim: int, config: TrainConfig, iteration: int) 
     schedule and message losses are seeded by (run seed, 2, iteration), so the MPI backend's per-agent replicas
     draw the same as the in-process engine.
     """
-    y = config.admm.dual_init
+    y = settings.dual_init
     return EdgeConsensus(
-        graph, dim, penalty=config.admm_penalty, schedule=config.admm.edge_order, drop_prob=config.admm.drop_prob,
+        graph, dim, penalty=settings.penalty, schedule=settings.edge_order, drop_prob=settings.drop_prob,
         dual_init=np.array([[y], [-y]]) if y else 0.0,  # broadcast to (edges, 2, dim)
-        seed=np.random.default_rng(seed_sequence(config.seed, 2, iteration)),
+        seed=np.random.default_rng(seed_sequence(seed, 2, iteration)),
     )
 
 
@@ -231,15 +284,17 @@ class LocalBatch:
 class MATRPOAgent(Learner):
     """Agent q of MATRPO: N-head policy over its own observation, value net, and its private batch."""
 
-    def __init__(self, owner, obs_dim, n_agents, n_actions, config: TrainConfig, seed):
-        super().__init__(owner, obs_dim, n_agents, n_actions, [owner], config, seed)
+    def __init__(self, owner: int, obs_dim: int, n_agents: int, n_actions: int, settings: MATRPOSettings,
+                 trpo: TRPOSettings, learner: LearnerSettings, seed: np.random.SeedSequence, *, run_seed: int):
+        super().__init__(owner, obs_dim, n_agents, n_actions, [owner], learner, seed, run_seed=run_seed)
         self.n_agents = n_agents
-        self.exchange_mode = config.admm.exchange
-        self.theta_update = config.admm.theta_update
-        self.step_length = config.admm.step_length
-        self.warm_start = config.trpo.warm_start_cg
-        self.settings = trpo_settings(config)
-        self.warm_settings = dataclasses.replace(self.settings, cg_max_iter=config.trpo.cg_iters_warm)
+        self.matrpo = settings
+        self.trpo = trpo
+
+    @property
+    def warm_trpo(self) -> TRPOSettings:
+        """The trust-region settings of a warm-started solve (M3): ``cg_max_iter_warm`` CG iterations."""
+        return dataclasses.replace(self.trpo, cg_max_iter=self.matrpo.cg_max_iter_warm)
 
     # -- once per outer iteration ----------------------------------------------------------------------------------
     def prepare(self, obs: torch.Tensor, joint_actions: torch.Tensor, advantages: torch.Tensor) -> None:
@@ -259,8 +314,8 @@ class MATRPOAgent(Learner):
         p.batch = LocalBatch(
             obs=obs, joint_actions=joint_actions, advantages=advantages, theta_old=flat_params(policy).clone(),
             old_dist=old_dist, logp_old=logp_old, score=score, jacobian=jacobian,
-            fisher=fisher_vector_product(policy, dist_fn, obs, form=self.settings.fisher_form, damping=0.0,
-                                         subsample_every=self.settings.fvp_subsample_every),
+            fisher=fisher_vector_product(policy, dist_fn, obs, form=self.trpo.fisher_form, damping=0.0,
+                                         subsample_every=self.trpo.fvp_subsample_every),
             evaluator=PolicyEvaluator(policy, obs),
         )
         p.warm_start = None  # (s, A s, s^T A s) of this agent's last solve (M3)
@@ -295,7 +350,7 @@ class MATRPOAgent(Learner):
         # (M4): to the KL boundary (T2); "penalized" also caps it at the unconstrained minimiser of the penalised
         # model, x* = H^{-1} V / (|E(q)| beta) (paper eq. 47 with lambda* = 0 when that point lies inside the region).
         step_size = max_step_length(s, curvature, settings.max_kl)
-        if self.step_length == "penalized" and math.isfinite(step_size):
+        if self.matrpo.step_length == "penalized" and math.isfinite(step_size):
             step_size = min(step_size, 1.0 / (terms.degree * terms.penalty))
 
         def lagrangian(theta: torch.Tensor) -> float:
@@ -318,16 +373,15 @@ class MATRPOAgent(Learner):
         costs a Fisher product (A = H + damping I).
         """
         p = self.private
-        previous = p.warm_start if self.warm_start else None
+        previous = p.warm_start if self.matrpo.warm_start_cg else None
         if previous is None:
-            s, cg = natural_gradient_direction(p.batch.fisher, v, self.settings)
-            settings = self.settings
+            settings = self.trpo
+            s, cg = natural_gradient_direction(p.batch.fisher, v, settings)
         else:
             direction, a_direction, shs = previous
             c = float(v @ direction) / shs
-            s, cg = natural_gradient_direction(p.batch.fisher, v, self.warm_settings, x0=c * direction,
-                                               ax0=c * a_direction)
-            settings = self.warm_settings
+            settings = self.warm_trpo
+            s, cg = natural_gradient_direction(p.batch.fisher, v, settings, x0=c * direction, ax0=c * a_direction)
         a_s = v - cg.residual
         # s^T A s: V^T s for CG started at zero (r is orthogonal to s; the original code's form), s^T (V - r) else.
         curvature = v if previous is None else a_s
@@ -345,7 +399,7 @@ class MATRPOAgent(Learner):
         if not bool(v.any()) or not math.isfinite(step_size):
             theta = b.theta_old
             info = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
-        elif self.theta_update == "linesearch":
+        elif self.matrpo.theta_update == "linesearch":
             # (M5)
             full_step = step_size * s
             ls = backtracking_line_search(
@@ -368,7 +422,7 @@ class MATRPOAgent(Learner):
         b = p.batch
         if not accepted:
             x = torch.zeros_like(b.logp_old)
-        elif self.exchange_mode == "true":
+        elif self.matrpo.exchange == "true":
             x = b.logratio(theta)
         else:
             x = self._linearized_logratio(theta - b.theta_old)
@@ -428,33 +482,42 @@ class MATRPO(TeamCheckpoint):
     Parameters
     ----------
     obs_dims, n_actions : per-agent observation sizes and action counts.
-    config : TrainConfig
+    settings : MATRPOSettings
+        The consensus loop and the local update's switches.
+    trpo : trpo_core.TRPOSettings
+        The local trust-region step (``max_kl`` = delta/N, CG, Fisher, line search).
+    learner : LearnerSettings
+        Each agent's networks, advantages, value regression and action noise.
+    seed : int
+        The run's seed: every agent's streams, the graph draw and the edge schedules derive from it.
     graph : networkx.Graph, optional
-        Any connected graph on the agent indices ``0..N-1``; default ``config.admm.graph`` (ring, as the paper).
+        Any connected graph on the agent indices ``0..N-1``; default ``settings.graph`` (ring, as the paper).
     """
 
     name = "matrpo"
 
-    def __init__(self, obs_dims, n_actions, config: TrainConfig, graph: nx.Graph | None = None):
+    def __init__(self, obs_dims, n_actions, settings: MATRPOSettings, trpo: TRPOSettings, learner: LearnerSettings,
+                 *, seed: int, graph: nx.Graph | None = None):
         n_agents = len(obs_dims)
         if len(set(n_actions)) != 1:
             raise ValueError(f"MATRPO's joint-policy heads need equal action counts, got {n_actions}")
-        self.config = config
+        self.settings, self.learner_settings, self.seed = settings, learner, seed
         self.n_agents = n_agents
         self.agents = [
-            MATRPOAgent(i, obs_dims[i], n_agents, n_actions[i], config, seed_sequence(config.seed, 1, i))
+            MATRPOAgent(i, obs_dims[i], n_agents, n_actions[i], settings, trpo, learner, seed_sequence(seed, 1, i),
+                        run_seed=seed)
             for i in range(n_agents)
         ]
         if graph is None:
-            graph = communication_graph(config.admm.graph, n_agents, p=config.admm.graph_p, seed=config.seed)
+            graph = communication_graph(settings.graph, n_agents, p=settings.graph_p, seed=seed)
         elif set(graph.nodes) != set(range(n_agents)):
             raise ValueError(f"graph nodes must be the agent indices 0..{n_agents - 1}, got {list(graph.nodes)}")
         # Node i of the engine is agent i: rebuild with the nodes inserted in agent order.
         self.graph = nx.Graph()
         self.graph.add_nodes_from(range(n_agents))
         self.graph.add_edges_from(graph.edges)
-        self._pool = ThreadPoolExecutor(max_workers=2) if config.admm.parallel_endpoints else None
-        self._value_pool = value_fit_executor(config)
+        self._pool = ThreadPoolExecutor(max_workers=2) if settings.parallel_endpoints else None
+        self._value_pool = value_fit_executor(learner.concurrent_value_fit)
 
     def _map(self, fn, items) -> list:
         """Run independent per-agent work, in the two worker threads when ``admm.parallel_endpoints``."""
@@ -467,7 +530,6 @@ class MATRPO(TeamCheckpoint):
 
     # -- one outer iteration ---------------------------------------------------------------------------------------
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
-        cfg = self.config
         t, b = rollout.n_steps, rollout.n_envs
         m = t * b
         joint_actions = samples(rollout.actions)  # [M, N], env-major like every per-sample tensor below
@@ -477,14 +539,14 @@ class MATRPO(TeamCheckpoint):
         def own_advantages(i: int):
             # Agent i: GAE on its own reward with its own value network.
             with acting_as(i):
-                return tuple(samples(t) for t in self.agents[i].own_advantages(rollout, i, cfg))
+                return tuple(samples(t) for t in self.agents[i].own_advantages(rollout, i))
 
         gae = self._map(own_advantages, range(self.n_agents))
         advs = [a for a, _, _ in gae]
         # Value regression (the original code runs it before the policy step, ยง3); the policy step does not read V,
         # so it runs alongside the consensus when ``concurrent_value_fit``.
         value_fits = ValueFits(self._value_pool, self.agents, [samples(o) for o in rollout.obs],
-                               [r for _, r, _ in gae], [v for _, _, v in gae], stacked=cfg.stack_value_fits)
+                               [r for _, r, _ in gae], [v for _, _, v in gae], stacked=self.learner_settings.stack_value_fits)
         t_value = time.perf_counter()
         advs, norm_floats = self._normalize_advantages(advs, iteration)
 
@@ -527,7 +589,7 @@ class MATRPO(TeamCheckpoint):
         return metrics
 
     def _normalize_advantages(self, advs: list[torch.Tensor], iteration: int) -> tuple[list[torch.Tensor], float]:
-        mode = self.config.admm.adv_norm
+        mode = self.settings.adv_norm
         if mode == "none":
             return advs, 0.0
         if mode == "per_agent":
@@ -538,7 +600,7 @@ class MATRPO(TeamCheckpoint):
             [Averaging(local[i]) for i in range(self.n_agents)],
             self.graph,
             ADMMSettings(method="sync", eps_abs=1e-12, eps_rel=1e-10, max_iter=5000),
-            seed=self.config.seed + iteration,
+            seed=self.seed + iteration,
         )
         out = []
         n = len(advs[0])
@@ -550,9 +612,8 @@ class MATRPO(TeamCheckpoint):
         return out, float(result.floats_sent)
 
     def _consensus(self, m: int, iteration: int) -> dict[str, float]:
-        cfg = self.config
         n = self.n_agents
-        engine = edge_engine(self.graph, n * m, cfg, iteration)
+        engine = edge_engine(self.graph, n * m, self.settings, self.seed, iteration)
         accepted = np.zeros(n)
         updates = np.zeros(n)
         lag_gain = np.zeros(n)
@@ -564,7 +625,7 @@ class MATRPO(TeamCheckpoint):
             with acting_as(q):
                 return self.agents[q].local_update(terms)
 
-        for _ in range(cfg.admm_iterations):
+        for _ in range(self.settings.iterations):
             e = engine.next_edge()
             i, j = (int(v) for v in engine.edges[e])
             # The two endpoint updates are independent (each reads only its own state): run them concurrently.
@@ -588,7 +649,7 @@ class MATRPO(TeamCheckpoint):
             # the last 10% of exchanges.
             "admm/primal_residual": engine.primal_residual(np.stack(xs_now)),
             "admm/dual_residual": float(np.mean(dual[-tail:])),
-            "admm/edge_activations": float(cfg.admm_iterations),
+            "admm/edge_activations": float(self.settings.iterations),
             "trpo/accepted_fraction": float(accepted.sum() / max(updates.sum(), 1)),
             "trpo/lagrangian_improvement": float(lag_gain.sum() / max(updates.sum(), 1)),
             "admm/dropped_exchanges": float(dropped),

@@ -10,7 +10,6 @@ import torch
 
 from trpo_core import fit_stacked
 
-from ..config import TrainConfig
 from .privacy import acting_as
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ def fit_values(learners: list[Learner], obs: list[torch.Tensor], returns: list[t
     ``acting_as``; its per-member independence is proved by trpo_core's tests (changing one member's data leaves the
     others' results bit-for-bit unchanged). Without it, each fit runs as its own agent, under the privacy guard.
     """
-    if stacked and len(learners) > 1 and all(l.vf_epochs > 0 for l in learners):
+    if stacked and len(learners) > 1 and all(l.fits_value for l in learners):
         infos = fit_stacked([l.private.fitter for l in learners], obs, returns)
         return [value_metrics(r, v, info) for r, v, info in zip(returns, values, infos)]
 
@@ -45,9 +44,9 @@ def fit_values(learners: list[Learner], obs: list[torch.Tensor], returns: list[t
     return out
 
 
-def value_fit_executor(config: TrainConfig) -> ThreadPoolExecutor | None:
-    """The worker thread for :class:`ValueFits` when ``config.concurrent_value_fit``, else None."""
-    return ThreadPoolExecutor(max_workers=1) if config.concurrent_value_fit else None
+def value_fit_executor(concurrent: bool) -> ThreadPoolExecutor | None:
+    """The worker thread for :class:`ValueFits` when ``concurrent`` (``LearnerSettings.concurrent_value_fit``)."""
+    return ThreadPoolExecutor(max_workers=1) if concurrent else None
 
 
 class ValueFits:
