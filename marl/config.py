@@ -282,7 +282,6 @@ class TrainConfig:
     # matrpo-reference-code.md §10.6). No communication at run time, so MATRPO stays fully decentralized.
     sampling_noise: str = "independent"
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
-    log_every: int = 1
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
 
     def __post_init__(self) -> None:
@@ -308,7 +307,6 @@ class TrainConfig:
         _check_positive("vf_epochs", self.vf_epochs, allow_zero=True)
         _check_positive("vf_minibatch", self.vf_minibatch)
         _check_positive("checkpoint_every", self.checkpoint_every)
-        _check_positive("log_every", self.log_every)
         if self.torch_threads is not None:
             _check_positive("torch_threads", self.torch_threads)
 
@@ -414,7 +412,7 @@ RENAMED_KEYS = {
     "trpo.ls_backtrack": "trpo.backtrack_coeff",
 }
 # Removed keys -> why: read and ignored, with a FutureWarning (older run directories' config.json hold them).
-REMOVED_KEYS: dict[str, str] = {}
+REMOVED_KEYS = {"log_every": "metrics are logged every iteration (the key was never read)"}
 
 
 def current_key(key: str) -> str | None:

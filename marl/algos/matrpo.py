@@ -15,7 +15,7 @@ Symbols
 =============  ===========================  =====================  =========================================
 paper          code                         shape                  meaning
 =============  ===========================  =====================  =========================================
-M              ``n_samples``                                       samples in the batch (T * B)
+M              ``m``                                               samples in the batch (T * B)
 N              ``n_agents``                                        agents = heads per policy
 A^q            ``batch.advantages``         [M]                    agent q's (normalised) GAE advantage
 l^q            ``batch.logratio(theta)``    [N, M]                 per-head log-ratio at theta^q
@@ -267,11 +267,6 @@ class LocalBatch:
     fisher: FisherVectorProduct  # H of (M3), undamped, on every fvp_subsample_every-th sample
     evaluator: PolicyEvaluator  # pi^q at candidate parameters, the module untouched: (M5), (M6)
 
-    @property
-    def n_samples(self) -> int:
-        """M."""
-        return self.logp_old.shape[1]
-
     def logratio(self, theta: torch.Tensor) -> torch.Tensor:
         """l^q(theta) = log pi^q(a^n | o; theta) - log pi^q(a^n | o; theta_old), [N, M]."""
         return self.evaluator.dist(theta).log_prob_per_head(self.joint_actions) - self.logp_old
@@ -287,7 +282,6 @@ class MATRPOAgent(Learner):
     def __init__(self, owner: int, obs_dim: int, n_agents: int, n_actions: int, settings: MATRPOSettings,
                  trpo: TRPOSettings, learner: LearnerSettings, seed: np.random.SeedSequence, *, run_seed: int):
         super().__init__(owner, obs_dim, n_agents, n_actions, [owner], learner, seed, run_seed=run_seed)
-        self.n_agents = n_agents
         self.matrpo = settings
         self.trpo = trpo
 

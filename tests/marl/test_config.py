@@ -136,3 +136,14 @@ def test_new_spellings_do_not_warn(recwarn):
     cfg = apply_overrides(TrainConfig(), [f"trpo.{new}={value}" for _, new, value in OLD_TRPO_KEYS])
     assert [getattr(cfg.trpo, new) for _, new, _ in OLD_TRPO_KEYS] == [v for *_, v in OLD_TRPO_KEYS]
     assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
+
+
+def test_removed_log_every_is_read_and_ignored_with_a_warning(tmp_path):
+    """TrainConfig.log_every was never read and is gone; files, overrides and old run configs holding it still load."""
+    path = tmp_path / "old.toml"
+    path.write_text("log_every = 5\nseed = 2\n")
+    with pytest.warns(FutureWarning, match="'log_every' is ignored"):
+        assert load_config(path) == TrainConfig(seed=2)
+    with pytest.warns(FutureWarning, match="'log_every' is ignored"):
+        assert apply_overrides(TrainConfig(), ["log_every=3"]) == TrainConfig()
+    assert not hasattr(TrainConfig(), "log_every")

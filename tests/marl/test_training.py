@@ -267,7 +267,8 @@ def test_concurrent_value_fit_gives_identical_results(algo):
 
 
 def test_a_run_directory_saved_with_old_key_spellings_resumes_and_evaluates(tmp_path, capsys):
-    """config.json of a run made before the [trpo] keys took trpo_core's spellings: --resume and eval read it."""
+    """config.json of a run made before the [trpo] keys took trpo_core's spellings and log_every went: --resume and
+    eval read it."""
     from marl.__main__ import main
     from marl.config import RENAMED_KEYS
 
@@ -277,9 +278,11 @@ def test_a_run_directory_saved_with_old_key_spellings_resumes_and_evaluates(tmp_
     for old, new in RENAMED_KEYS.items():
         section, old_name = old.split(".")
         saved[section][old_name] = saved[section].pop(new.split(".")[1])
+    saved["log_every"] = 1  # a field that was never read, since removed
     (run / "config.json").write_text(json.dumps(saved))
     assert main(["train", "--resume", str(run), "--steps", "600", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning: config key 'trpo.cg_iters' is deprecated; use 'trpo.cg_max_iter'" in err
+    assert "warning: config key 'log_every' is ignored" in err
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
     assert main(["eval", str(run), "--episodes", "1"]) == 0
