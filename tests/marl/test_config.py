@@ -147,3 +147,43 @@ def test_removed_log_every_is_read_and_ignored_with_a_warning(tmp_path):
     with pytest.warns(FutureWarning, match="'log_every' is ignored"):
         assert apply_overrides(TrainConfig(), ["log_every=3"]) == TrainConfig()
     assert not hasattr(TrainConfig(), "log_every")
+
+
+# -- the config edge: each algorithm's own settings (marl.algos.from_config) ------------------------------------------
+def test_settings_built_from_the_config_resolve_table_iii():
+    from marl.algos import learner_settings, matrpo_settings, trpo_settings
+
+    cfg = apply_overrides(TrainConfig(), ["env.name=treasure_collection", "env.n_agents=8", "trpo.damping=0.02",
+                                          "vf_epochs=0", "gae_lambda=0.9"])
+    m, t, learner = matrpo_settings(cfg), trpo_settings(cfg), learner_settings(cfg)
+    assert (m.iterations, m.penalty, t.max_kl) == (200, 5.0, 0.001)  # Table III, treasure N=8
+    assert t.damping == 0.02 and t.acceptance == "matrpo" and t.kl_bound == pytest.approx(1.5 * 0.001)
+    assert learner.value_fit is None and learner.gae.lam == 0.9 and learner.gae.gamma == cfg.gamma
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("iterations", 0, r"MATRPOSettings\.iterations must be an integer >= 1"),
+    ("penalty", -1.0, r"MATRPOSettings\.penalty must be a finite float > 0"),
+    ("edge_order", "shuffled", r"MATRPOSettings\.edge_order must be one of"),
+    ("drop_prob", 1.0, r"MATRPOSettings\.drop_prob must be in \[0, 1\)"),
+    ("cg_max_iter_warm", True, r"MATRPOSettings\.cg_max_iter_warm must be an integer >= 1"),
+])
+def test_matrpo_settings_reject_bad_values_naming_the_field(field, value, message):
+    from marl.algos import matrpo_settings
+
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(matrpo_settings(TrainConfig()), **{field: value})
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("hidden_sizes", (), "hidden_sizes must be a non-empty tuple"),
+    ("activation", "gelu", "activation must be one of"),
+    ("gae_boundaries", "cut", "gae_boundaries must be one of"),
+    ("sampling_noise", "common", "sampling_noise must be one of"),
+    ("gae", (0.99, 0.95), "gae must be a trpo_core.GAESettings"),
+])
+def test_learner_settings_reject_bad_values_naming_the_field(field, value, message):
+    from marl.algos import learner_settings
+
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(learner_settings(TrainConfig()), **{field: value})
