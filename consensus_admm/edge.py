@@ -19,9 +19,11 @@ With message loss, each of the two messages is lost independently with probabili
 lost, the edge keeps its old (z_e, lam_e) so the invariant is preserved.
 
 The caller computes x_q however it likes (for example a TRPO step on f_q plus the penalty terms returned by
-:meth:`EdgeConsensus.penalty_terms`) and calls :meth:`EdgeConsensus.exchange`. The update (A2)-(A3) is the same
-compiled function ``_kernels.edge_update`` that ``solve(method="async")`` runs, and the random schedule and drops
-come from the same seeded streams, so driving this class with exact prox steps reproduces ``solve``.
+:meth:`EdgeConsensus.penalty_terms`, or :meth:`EdgeConsensus.endpoint_terms` with the degree and the engine's
+penalty rho, of which the engine is the one owner) and calls :meth:`EdgeConsensus.exchange`. The update
+(A2)-(A3) is the same compiled function ``_kernels.edge_update`` that ``solve(method="async")`` runs, and the random
+schedule and drops come from the same seeded streams, so driving this class with exact prox steps reproduces
+``solve``.
 
 Norms in the returned residuals are infinity norms (the package convention, see ``consensus_admm.solver``).
 """

@@ -540,7 +540,8 @@ class MATRPO(TeamCheckpoint):
         # Value regression (the original code runs it before the policy step, §3); the policy step does not read V,
         # so it runs alongside the consensus when ``concurrent_value_fit``.
         value_fits = ValueFits(self._value_pool, self.agents, [samples(o) for o in rollout.obs],
-                               [r for _, r, _ in gae], [v for _, _, v in gae], stacked=self.learner_settings.stack_value_fits)
+                               [r for _, r, _ in gae], [v for _, _, v in gae],
+                               stacked=self.learner_settings.stack_value_fits)
         t_value = time.perf_counter()
         advs, norm_floats = self._normalize_advantages(advs, iteration)
 
