@@ -30,9 +30,8 @@ import numpy as np
 import torch
 
 from .algos import make_algorithm
-from .algos.common import episode_metrics
 from .checkpoint import load_checkpoint
-from .rollout import collect_rollout
+from .rollout import collect_rollout, episode_metrics
 from .rundir import load_run_config, restore_algorithm
 
 # Evaluation seeds start this far above the run's seed: disjoint from its training environments' seeds while
