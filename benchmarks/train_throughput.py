@@ -41,7 +41,7 @@ import torch
 import marl.algos.matrpo as matrpo_module
 from consensus_admm import EdgeConsensus
 from marl.algos import make_algorithm
-from marl.algos.common import PolicyEvaluator
+from marl.algos.evaluator import PolicyEvaluator
 from marl.config import TrainConfig, apply_overrides
 from marl.rollout import collect_rollout
 from marl.env_factory import make_env_for

@@ -3,7 +3,7 @@
 Public names::
 
     solve, ADMMSettings, ADMMStatus, ADMMResult, ADMMHistory, SolverState,
-    EdgeConsensus, EdgeExchange,
+    EdgeConsensus, EdgeExchange, EndpointTerms,
     Averaging, Quadratic, LeastSquares, Lasso, Box, LogisticRegression, Objective,
     plot_residuals, graph_arrays
 
@@ -15,7 +15,7 @@ scaling and penalty, from agent statistics). :mod:`consensus_admm.testing` (impo
 builders with centralized solutions, Hypothesis strategies and a result checker for property-based tests.
 """
 
-from .edge import EdgeConsensus, EdgeExchange
+from .edge import EdgeConsensus, EdgeExchange, EndpointTerms
 from .graphs import graph_arrays
 from .objectives import Averaging, Box, Lasso, LeastSquares, LogisticRegression, Objective, Quadratic
 from .plot import plot_residuals
@@ -32,6 +32,7 @@ __all__ = [
     "SolverState",
     "EdgeConsensus",
     "EdgeExchange",
+    "EndpointTerms",
     "Objective",
     "Averaging",
     "Quadratic",

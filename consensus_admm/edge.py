@@ -19,9 +19,11 @@ With message loss, each of the two messages is lost independently with probabili
 lost, the edge keeps its old (z_e, lam_e) so the invariant is preserved.
 
 The caller computes x_q however it likes (for example a TRPO step on f_q plus the penalty terms returned by
-:meth:`EdgeConsensus.penalty_terms`) and calls :meth:`EdgeConsensus.exchange`. The update (A2)-(A3) is the same
-compiled function ``_kernels.edge_update`` that ``solve(method="async")`` runs, and the random schedule and drops
-come from the same seeded streams, so driving this class with exact prox steps reproduces ``solve``.
+:meth:`EdgeConsensus.penalty_terms`, or :meth:`EdgeConsensus.endpoint_terms` with the degree and the engine's
+penalty rho, of which the engine is the one owner) and calls :meth:`EdgeConsensus.exchange`. The update
+(A2)-(A3) is the same compiled function ``_kernels.edge_update`` that ``solve(method="async")`` runs, and the random
+schedule and drops come from the same seeded streams, so driving this class with exact prox steps reproduces
+``solve``.
 
 Norms in the returned residuals are infinity norms (the package convention, see ``consensus_admm.solver``).
 """
@@ -37,7 +39,7 @@ import numpy as np
 from ._kernels import edge_update
 from .graphs import graph_arrays
 
-__all__ = ["EdgeConsensus", "EdgeExchange"]
+__all__ = ["EdgeConsensus", "EdgeExchange", "EndpointTerms"]
 
 _BLOCK = 8192
 
@@ -137,6 +139,41 @@ class EdgeStream:
             self._drop_at += take
             need -= take
         return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 2))
+
+
+@dataclass(frozen=True)
+class EndpointTerms:
+    """What endpoint q needs for its local problem (A1), read from its own copies of its incident edges' state.
+
+    The engine owns the penalty: an endpoint takes rho from here at every update, so a penalty change
+    (:meth:`EdgeConsensus.set_penalty`) reaches every later local problem.
+
+    Attributes
+    ----------
+    z_sum : ndarray (dim,)
+        sum_{e in E(q)} z_e.
+    dual_sum : ndarray (dim,)
+        sum_{e in E(q)} lam_{e,q}.
+    degree : int
+        d_q = |E(q)|.
+    penalty : float
+        rho.
+
+    Notes
+    -----
+    The penalty terms of (A1) are sum_e [lam_{e,q}'(x - z_e) + rho/2 ||x - z_e||^2]
+    = dual_sum'x + (rho d_q / 2)||x||^2 - rho z_sum'x + const.
+    """
+
+    z_sum: np.ndarray
+    dual_sum: np.ndarray
+    degree: int
+    penalty: float
+
+    @property
+    def argument(self) -> np.ndarray:
+        """v_q of (A1): (z_sum - dual_sum / rho) / d_q."""
+        return (self.z_sum - self.dual_sum / self.penalty) / self.degree
 
 
 @dataclass(frozen=True)
@@ -285,6 +322,11 @@ class EdgeConsensus:
         = lam_sum'x + (rho d_i / 2)||x||^2 - rho z_sum'x + const."""
         node = self._node(node)
         return self._S[node].copy(), self._Lam[node].copy()
+
+    def endpoint_terms(self, node: int) -> EndpointTerms:
+        """Everything ``node``'s local problem (A1) needs: its two sums (:meth:`penalty_terms`), degree, penalty."""
+        z_sum, dual_sum = self.penalty_terms(node)
+        return EndpointTerms(z_sum, dual_sum, int(self.degree[node]), self.penalty)
 
     def local_argument(self, node: int) -> np.ndarray:
         """v_i of (A1): (1/d_i) sum_e (z_e - lam_{e,i}/rho)."""

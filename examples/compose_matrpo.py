@@ -35,7 +35,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from consensus_admm import EdgeConsensus
+from consensus_admm import EdgeConsensus, EndpointTerms
 from marl.envs import make_vector_env
 from marl.networks import MultiHeadPolicy, ValueNet
 from marl.rollout import collect_rollout, next_values
@@ -92,12 +92,13 @@ class Agent:
         """log pi^q(a^n_m | o^q_m) at the current parameters, [N, M]."""
         return MultiCategorical(self.policy(self.obs)).log_prob_per_head(self.actions)
 
-    def local_update(self, z_sum: np.ndarray, dual_sum: np.ndarray, degree: int, penalty: float,
-                     settings: TRPOSettings) -> np.ndarray:
-        """One endpoint update of eq. (22); returns x^q = l^q(theta^q), flat [N*M]."""
+    def local_update(self, terms: EndpointTerms, settings: TRPOSettings) -> np.ndarray:
+        """One endpoint update of eq. (22) from the engine's terms for this agent (its sums over its edges, its
+        degree, the penalty beta); returns x^q = l^q(theta^q), flat [N*M]."""
         n, m = self.logp_old.shape
-        zs = torch.from_numpy(z_sum).view(n, m).float()
-        ds = torch.from_numpy(dual_sum).view(n, m).float()
+        zs = torch.from_numpy(terms.z_sum).view(n, m).float()
+        ds = torch.from_numpy(terms.dual_sum).view(n, m).float()
+        penalty, degree = terms.penalty, terms.degree
         set_flat_params(self.policy, self.theta_old)  # every ADMM iteration restarts from theta_old
         w = self.adv.unsqueeze(0) - ds + penalty * zs  # (M1)
         objective = (w * self.log_probs()).sum() / m
@@ -155,8 +156,8 @@ def main() -> None:
             e = engine.next_edge()
             i, j = (int(v) for v in engine.edges[e])
             for q in (i, j):
-                z_sum, dual_sum = engine.penalty_terms(q)  # agent q's own copies of its edges' state
-                x[q] = agents[q].local_update(z_sum, dual_sum, int(engine.degree[q]), args.penalty, settings)
+                # agent q's own copies of its edges' state, its degree and the engine's penalty
+                x[q] = agents[q].local_update(engine.endpoint_terms(q), settings)
             engine.exchange(e, x[i], x[j])  # (M7): z_e and the two duals
         team = [float(ep["return"].sum()) for ep in rollout.episodes]
         disagreement = max(float(np.abs(x[a] - x[b]).max()) for a, b in graph.edges)

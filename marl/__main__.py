@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .config import ALGORITHMS, ENVIRONMENTS, TrainConfig, apply_overrides, load_config
@@ -221,14 +222,28 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --backend mpi relaunches under mpiexec
-    try:
-        return args.func(args)
-    except (ValueError, OSError, RunError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        try:
+            return args.func(args)
+        except (ValueError, OSError, RunError) as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+
+
+def _show_warning(default):
+    """Deprecations addressed to the user (FutureWarning: an old config key) as one line ``warning: ...``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FutureWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ import re
 import tomllib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -213,30 +214,34 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class TRPOConfig:
-    """Local trust-region step shared by MATRPO, I-TRPO and C-TRPO (original-code defaults)."""
+    """Local trust-region step shared by MATRPO, I-TRPO and C-TRPO (original-code defaults).
+
+    Keys are spelled as ``trpo_core.TRPOSettings``'s fields (``marl.algos.from_config.trpo_settings`` builds it);
+    the old spellings are still read (:data:`RENAMED_KEYS`).
+    """
 
     max_kl: float | None = None  # δ/N per agent; None -> paper Table III
-    cg_iters: int = 10  # conjugate-gradient iterations
-    cg_damping: float = 0.01  # Fisher damping (F + damping·I)
-    fvp_subsample: int = 5  # Fisher on every k-th sample (original code: 5)
-    ls_steps: int = 10  # backtracking tries
-    ls_backtrack: float = 0.5  # step shrink factor per try
+    cg_max_iter: int = 10  # conjugate-gradient iterations
+    damping: float = 0.01  # Fisher damping (F + damping·I)
+    fvp_subsample_every: int = 5  # Fisher on every k-th sample (original code: 5)
+    max_backtracks: int = 10  # backtracking tries
+    backtrack_coeff: float = 0.5  # step shrink factor per try
     fisher_form: str = "fast"  # Fisher-vector product: "fast" (Gauss-Newton J^T F J) or "exact" (double backward)
     warm_start_cg: bool = True  # start CG from the agent's previous direction (MATRPO inner loop)
-    cg_iters_warm: int = 5  # CG iterations of a warm-started solve
+    cg_max_iter_warm: int = 5  # CG iterations of a warm-started solve (MATRPO)
 
     def __post_init__(self) -> None:
         _check_types(self)
         if self.max_kl is not None:
             _check_positive("trpo.max_kl", self.max_kl)
-        _check_positive("trpo.cg_iters", self.cg_iters)
-        _check_positive("trpo.cg_iters_warm", self.cg_iters_warm)
-        _check_positive("trpo.cg_damping", self.cg_damping, allow_zero=True)
-        _check_positive("trpo.fvp_subsample", self.fvp_subsample)
-        _check_positive("trpo.ls_steps", self.ls_steps)
+        _check_positive("trpo.cg_max_iter", self.cg_max_iter)
+        _check_positive("trpo.cg_max_iter_warm", self.cg_max_iter_warm)
+        _check_positive("trpo.damping", self.damping, allow_zero=True)
+        _check_positive("trpo.fvp_subsample_every", self.fvp_subsample_every)
+        _check_positive("trpo.max_backtracks", self.max_backtracks)
         _check_choice("trpo.fisher_form", self.fisher_form, ("fast", "exact"))
-        if not 0.0 < self.ls_backtrack < 1.0:
-            raise ValueError(f"trpo.ls_backtrack must be in (0, 1), got {self.ls_backtrack}")
+        if not 0.0 < self.backtrack_coeff < 1.0:
+            raise ValueError(f"trpo.backtrack_coeff must be in (0, 1), got {self.backtrack_coeff}")
 
 
 @dataclass(frozen=True)
@@ -324,7 +329,6 @@ class TrainConfig:
     # matrpo-reference-code.md §10.6). No communication at run time, so MATRPO stays fully decentralized.
     sampling_noise: str = "independent"
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
-    log_every: int = 1
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
     # Evaluation during training (marl.evaluation.evaluate_policy): after every eval_every-th outer iteration (0 = off),
     # eval_episodes episodes with the greedy (mode) policy on environments of their own, seeded apart from the
@@ -358,7 +362,6 @@ class TrainConfig:
         _check_positive("vf_epochs", self.vf_epochs, allow_zero=True)
         _check_positive("vf_minibatch", self.vf_minibatch)
         _check_positive("checkpoint_every", self.checkpoint_every)
-        _check_positive("log_every", self.log_every)
         if self.torch_threads is not None:
             _check_positive("torch_threads", self.torch_threads)
         _check_positive("eval_every", self.eval_every, allow_zero=True)
@@ -453,10 +456,87 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     return value
 
 
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested dict; unknown keys and ill-typed values raise ``ValueError``."""
+# -- old spellings --------------------------------------------------------------------------------------------------
+# Renamed keys, old -> new: one spelling per setting across the packages (STYLE.md §7; the [trpo] keys are
+# trpo_core.TRPOSettings's field names). Files, --set overrides and the config.json of older run directories may
+# still use the old spelling: it is read as the new key, with a FutureWarning naming the new key.
+RENAMED_KEYS = {
+    "trpo.cg_iters": "trpo.cg_max_iter",
+    "trpo.cg_iters_warm": "trpo.cg_max_iter_warm",
+    "trpo.cg_damping": "trpo.damping",
+    "trpo.fvp_subsample": "trpo.fvp_subsample_every",
+    "trpo.ls_steps": "trpo.max_backtracks",
+    "trpo.ls_backtrack": "trpo.backtrack_coeff",
+}
+# Removed keys -> why: read and ignored, with a FutureWarning (older run directories' config.json hold them).
+REMOVED_KEYS = {"log_every": "metrics are logged every iteration (the key was never read)"}
+
+
+def current_key(key: str) -> str | None:
+    """The current spelling of the config key ``key`` (``name`` or ``section.name``); None for a removed key.
+
+    Old spellings (:data:`RENAMED_KEYS`, :data:`REMOVED_KEYS`) give a ``FutureWarning`` naming the new key.
+    """
+    if key in RENAMED_KEYS:
+        warnings.warn(f"config key {key!r} is deprecated; use {RENAMED_KEYS[key]!r}", FutureWarning, stacklevel=3)
+        return RENAMED_KEYS[key]
+    if key in REMOVED_KEYS:
+        warnings.warn(f"config key {key!r} is ignored: {REMOVED_KEYS[key]}; remove it", FutureWarning, stacklevel=3)
+        return None
+    return key
+
+
+def _current_keys(data: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
+    """``data`` with old spellings replaced by the current keys (removed keys dropped); ``ValueError`` when a key is
+    given under both spellings. ``given`` collects current key -> the spelling used."""
+    out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+
+    def put(target: dict, name: str, value: Any, full: str, spelled: str) -> None:
+        if full in seen:
+            raise ValueError(f"config key {full!r} is given twice (as {seen[full]!r} and {spelled!r})")
+        seen[full] = spelled
+        if spelled != full:
+            given[full] = spelled
+        target[name] = value
+
+    for key, value in data.items():
+        if key in sections() and isinstance(value, dict):
+            section = out.setdefault(key, {})
+            for name, v in value.items():
+                new = current_key(f"{key}.{name}")
+                if new is not None:
+                    put(section, new.split(".", 1)[1], v, new, f"{key}.{name}")
+            continue
+        new = current_key(key) if isinstance(key, str) else key
+        if new is not None:
+            put(out, new, value, new, key)
+    return out
+
+
+def config_from_dict(data: dict[str, Any], *, spelled: dict[str, str] | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a nested dict; unknown keys and ill-typed values raise ``ValueError``.
+
+    Old key spellings are read as their current keys, with a ``FutureWarning`` (:func:`current_key`); an error about
+    such a value names the key as it was spelled (``spelled``: current key -> old spelling, from the caller).
+    """
     if not isinstance(data, dict):
         raise ValueError(f"a configuration must be a mapping of keys to values, got {type(data).__name__}")
+    given = dict(spelled or {})
+    data = _current_keys(data, given)
+    try:
+        return _config_from_dict(data)
+    except ValueError as exc:
+        message = str(exc)
+        for new, old in given.items():
+            if old != new:
+                message = re.sub(rf"(?<![\w.]){re.escape(new)}(?![\w])", old, message)
+        if message == str(exc):
+            raise
+        raise ValueError(message) from None
+
+
+def _config_from_dict(data: dict[str, Any]) -> TrainConfig:
     top_names = {f.name for f in fields(TrainConfig)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -519,11 +599,16 @@ def load_config(path: str | Path) -> TrainConfig:
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``section.key=value`` (or ``key=value``) overrides, e.g. ``admm.penalty=5``."""
     data = config.to_dict()
+    spelled: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value or section.key=value")
         key, value = item.split("=", 1)
-        parts = key.strip().split(".")
+        old, key = key.strip(), current_key(key.strip())
+        if key is None:
+            continue
+        spelled[key] = old
+        parts = key.split(".")
         if len(parts) == 3 and parts[:2] == ["env", "kwargs"]:
             data["env"]["kwargs"][parts[2]] = _kwarg_value(value.strip())
         elif len(parts) == 1:
@@ -535,7 +620,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         else:
             raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(sections())}, "
                              "or env.kwargs.NAME")
-    return config_from_dict(data)
+    return config_from_dict(data, spelled=spelled)
 
 
 def _kwarg_value(text: str) -> Any:

@@ -78,11 +78,14 @@ import networkx as nx
 import numpy as np
 import torch
 
-from consensus_admm import ADMMSettings, Averaging, EdgeConsensus
+from consensus_admm import ADMMSettings, Averaging
 
-from .algos.baselines import mean_over_agents, step_metrics
-from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
-from .algos.matrpo import MATRPOAgent, communication_graph
+from .algos.baselines import mean_over_agents, step_metrics, trpo_policy_update
+from .algos.batch import samples, standardize
+from .algos.from_config import learner_settings, matrpo_settings, trpo_settings
+from .algos.learner import Learner
+from .algos.matrpo import MATRPOAgent, communication_graph, edge_engine
+from .algos.seeding import seed_sequence
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
 from .rollout import Rollout
@@ -500,10 +503,10 @@ def _prune_parts(run_dir, agent: int, keep: set) -> None:
         path.unlink(missing_ok=True)
 
 
-def _own_gae(learner: Learner, d: dict, config: TrainConfig):
+def _own_gae(learner: Learner, d: dict):
     """GAE on the agent's own slice: (advantages, returns, values) as flat samples (``samples`` order)."""
     adv, ret, val = learner.advantages(d["obs"], d["last_obs"], d["done_index"], d["final_obs"], d["rewards"],
-                                       d["terminated"], d["truncated"], config)
+                                       d["terminated"], d["truncated"])
     return samples(adv), samples(ret), samples(val)
 
 
@@ -518,16 +521,17 @@ class _ITRPOAgent:
 
     def __init__(self, agents, config, i, obs_dims, n_actions):
         self.config, self.i = config, i
-        self.settings = trpo_settings(config)
-        self.learner = Learner(i, obs_dims[i], 1, n_actions[i], [0], config, seed_sequence(config.seed, 1, i))
+        self.trpo = trpo_settings(config)
+        self.learner = Learner(i, obs_dims[i], 1, n_actions[i], [0], learner_settings(config),
+                               seed_sequence(config.seed, 1, i), run_seed=config.seed)
 
     def update(self, iteration, d):
-        i, cfg = self.i, self.config
-        adv, ret, val = _own_gae(self.learner, d, cfg)
+        i = self.i
+        adv, ret, val = _own_gae(self.learner, d)
         obs = samples(d["obs"])
         vf, seconds = _timed_value_fit(self.learner, obs, ret, val)
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
-        info = trpo_policy_update(self.learner, obs, samples(d["actions"][..., i:i + 1]), adv, self.settings)
+        info = trpo_policy_update(self.learner, obs, samples(d["actions"][..., i:i + 1]), adv, self.trpo)
         metrics = step_metrics(f"_agent_{i}", info)
         metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
         metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
@@ -540,16 +544,18 @@ class _MATRPOAgent:
     def __init__(self, agents, config, i, obs_dims, n_actions):
         n = len(obs_dims)
         self.comm, self.config, self.i, self.n = agents, config, i, n
-        self.learner = MATRPOAgent(i, obs_dims[i], n, n_actions[i], config, seed_sequence(config.seed, 1, i))
-        g = communication_graph(config.admm.graph, n, p=config.admm.graph_p, seed=config.seed)
+        self.settings = matrpo_settings(config)
+        self.learner = MATRPOAgent(i, obs_dims[i], n, n_actions[i], self.settings, trpo_settings(config),
+                                   learner_settings(config), seed_sequence(config.seed, 1, i), run_seed=config.seed)
+        g = communication_graph(self.settings.graph, n, p=self.settings.graph_p, seed=config.seed)
         self.graph = nx.Graph()
         self.graph.add_nodes_from(range(n))
         self.graph.add_edges_from(g.edges)
 
     def update(self, iteration, d):
-        cfg, i, agent = self.config, self.i, self.learner
+        i, agent = self.i, self.learner
         t0 = time.perf_counter()
-        adv, ret, val = _own_gae(agent, d, cfg)
+        adv, ret, val = _own_gae(agent, d)
         obs = samples(d["obs"])
         t1 = time.perf_counter()
         vf, fit_seconds = _timed_value_fit(agent, obs, ret, val)
@@ -572,7 +578,7 @@ class _MATRPOAgent:
         """``MATRPO._normalize_advantages`` for this agent; "pooled" by ``consensus_admm.mpi.solve``."""
         from consensus_admm.mpi import solve
 
-        mode = self.config.admm.adv_norm
+        mode = self.settings.adv_norm
         if mode == "none":
             return adv, 0.0
         if mode == "per_agent":
@@ -589,29 +595,21 @@ class _MATRPOAgent:
 
     def _consensus(self, m: int, iteration: int) -> dict:
         """``MATRPO._consensus`` for agent q: a replica of the engine, updated on its own edges only."""
-        cfg, q, n = self.config, self.i, self.n
-        engine = EdgeConsensus(self.graph, n * m, penalty=cfg.admm_penalty, schedule=cfg.admm.edge_order,
-                               drop_prob=cfg.admm.drop_prob,
-                               seed=np.random.default_rng(seed_sequence(cfg.seed, 2, iteration)))
-        if cfg.admm.dual_init != 0.0:
-            duals = np.zeros_like(engine.duals)
-            duals[:, 0] = cfg.admm.dual_init
-            duals[:, 1] = -cfg.admm.dual_init
-            engine.reset(duals=duals)
+        settings, q, n = self.settings, self.i, self.n
+        engine = edge_engine(self.graph, n * m, settings, self.config.seed, iteration)
         accepted = updates = 0
         lag_gain = 0.0
         dual, dropped = {}, 0
         other = np.empty(n * m)
         sent = 0
-        for k in range(cfg.admm_iterations):
+        for k in range(settings.iterations):
             e = engine.next_edge()
             i, j = (int(v) for v in engine.edges[e])
             if q not in (i, j):
-                if cfg.admm.drop_prob > 0:
+                if settings.drop_prob > 0:
                     engine._stream.drops(1)  # keep the shared loss stream aligned with the other agents
                 continue
-            z_sum, dual_sum = engine.penalty_terms(q)
-            x, info = self.learner.local_update(z_sum, dual_sum, int(engine.degree[q]))
+            x, info = self.learner.local_update(engine.endpoint_terms(q))
             accepted += info.accepted
             updates += 1
             lag_gain += info.lagrangian_before - info.lagrangian_after

@@ -19,8 +19,8 @@ class TrainingDiverged(RunError):
 _LIKELY_SETTING = (
     ("value", ("vf_lr",), "the value regression"),
     ("admm", ("admm.penalty", "trpo.max_kl"), "the consensus step"),
-    ("trpo", ("trpo.max_kl", "trpo.cg_damping"), "the policy step"),
-    ("policy", ("trpo.max_kl", "trpo.cg_damping"), "the policy step"),
+    ("trpo", ("trpo.max_kl", "trpo.damping"), "the policy step"),
+    ("policy", ("trpo.max_kl", "trpo.damping"), "the policy step"),
 )
 # Metrics that are NaN by definition in a degenerate batch (explained variance of constant returns), not a fault.
 _MAY_BE_UNDEFINED = ("explained_variance",)

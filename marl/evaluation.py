@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .algos.common import episode_metrics
-from .rollout import collect_rollout
+from .rollout import collect_rollout, episode_metrics
 
 # Evaluation seeds start this far above the run's seed: disjoint from its training environments' seeds while
 # env.n_envs < 2**31, and below 2**32 (what numpy's legacy seeding and many environments accept) for seeds < 2**31.

@@ -1,7 +1,7 @@
 """On-policy rollouts from a batched environment (``marl.envs.VectorEnv``).
 
 A rollout of T steps over B environment copies is stored as [T, B, ...]. The updates flatten it env-major
-(``marl.algos.common.samples``: sample ``m = b * T + t``, the original code's order), the same for every agent, so
+(``marl.algos.batch.samples``: sample ``m = b * T + t``, the original code's order), the same for every agent, so
 per-sample consensus variables line up across agents (matrpo-reference-code.md §11: "the samples must stay aligned
 across agents").
 
@@ -162,3 +162,20 @@ def next_values(
     if done_index.numel():
         nxt[done_index[:, 0], done_index[:, 1]] = value_fn(final_obs)
     return nxt
+
+
+def episode_metrics(episodes: list[dict]) -> dict[str, float]:
+    """Mean per-episode statistics: team return (sum over agents and steps), per-agent returns, env metrics."""
+    if not episodes:
+        return {}
+    out: dict[str, float] = {}
+    returns = np.stack([ep["return"] for ep in episodes])
+    out["env/return"] = float(returns.sum(axis=1).mean())
+    for i in range(returns.shape[1]):
+        out[f"env/return_agent_{i}"] = float(returns[:, i].mean())
+    out["env/episode_length"] = float(np.mean([ep["length"] for ep in episodes]))
+    out["env/episodes"] = float(len(episodes))
+    keys = [k for k in episodes[0] if k not in ("return", "length")]
+    for k in keys:
+        out[f"env/{k}"] = float(np.mean([ep[k] for ep in episodes]))
+    return out

@@ -79,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
-from .config import TrainConfig, check_types, config_from_dict, sections
+from .config import TrainConfig, check_types, config_from_dict, current_key, sections
 from .sweepdir import DONE_NAME, MANIFEST_NAME, read_done
 
 LOCK_NAME = ".sweep.lock"  # not train()'s own ".lock": the worker holds both
@@ -166,7 +166,7 @@ def _axis_keys(axis: str) -> list[str]:
 
 
 def _check_key(key: str, where: str) -> None:
-    parts = key.split(".")
+    parts = (current_key(key) or key).split(".")  # an old spelling is read (with a FutureWarning) as its new key
     top = {f.name for f in fields(TrainConfig)}
     if len(parts) == 1 and parts[0] in top and parts[0] not in sections():
         ok = True

@@ -39,14 +39,13 @@ import numpy as np
 import torch
 
 from .algos import make_algorithm
-from .algos.common import episode_metrics
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .divergence import TrainingDiverged, divergence_message, nonfinite_metrics
 from .env_factory import make_env_for
 from .evaluation import MAX_EVAL_STEPS, eval_seed, evaluate_policy
 from .metrics_log import MetricLogger
-from .rollout import collect_rollout
+from .rollout import collect_rollout, episode_metrics
 from .rundir import (
     checkpoint_matches,
     config_conflicts,

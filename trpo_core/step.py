@@ -280,7 +280,7 @@ def backtracking_line_search(
         # No predicted ascent: the HARL ratio test cannot pass (HARL would divide by a non-positive number).
         expected_improvement = math.nan
 
-    kl_bound = settings.max_kl if harl else settings.kl_slack * settings.max_kl
+    kl_bound = settings.kl_bound
 
     def evaluate(theta: Tensor) -> tuple[float, float]:
         if params is not None:
@@ -309,7 +309,7 @@ def backtracking_line_search(
                 improvement / (frac * expected_improvement) > settings.accept_ratio)
         else:
             # (T4) MATRPO: KL within the slack and the loss not increased.
-            ok = finite and kl <= settings.kl_slack * settings.max_kl and improvement >= 0
+            ok = finite and kl <= kl_bound and improvement >= 0
         if ok:
             return LineSearchResult(theta, True, k, frac, kl, surrogate_before, surr, expected_improvement)
     # (T5)

@@ -1,29 +1,43 @@
 """Algorithms: MATRPO (consensus, Li & He), the I-TRPO / C-TRPO baselines, MAPPO and FDMARL."""
 
-from trpo_core import GAESettings
-
 from .baselines import CTRPO, ITRPO
 from .fdmarl import FDMARL, FDMARLSettings
+from .from_config import gae_settings, learner_settings, matrpo_settings, trpo_settings
+from .learner import Learner, LearnerSettings
 from .mappo import MAPPO, MAPPOSettings
-from .matrpo import MATRPO, MATRPOAgent, communication_graph
+from .matrpo import MATRPO, MATRPOAgent, MATRPOSettings, communication_graph
 from .privacy import PrivacyViolation, PrivateStore, acting_as
 
 
+def _matrpo(obs_dims, n_actions, config) -> MATRPO:
+    return MATRPO(obs_dims, n_actions, matrpo_settings(config), trpo_settings(config), learner_settings(config),
+                  seed=config.seed)
+
+
+def _itrpo(obs_dims, n_actions, config) -> ITRPO:
+    return ITRPO(obs_dims, n_actions, trpo_settings(config), learner_settings(config), seed=config.seed)
+
+
+def _ctrpo(obs_dims, n_actions, config) -> CTRPO:
+    return CTRPO(obs_dims, n_actions, trpo_settings(config), learner_settings(config), seed=config.seed)
+
+
 def _mappo(obs_dims, n_actions, config) -> MAPPO:
-    return MAPPO(obs_dims, n_actions, config.mappo, gae=GAESettings(config.gamma, config.gae_lambda),
+    return MAPPO(obs_dims, n_actions, config.mappo, gae=gae_settings(config),
                  gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
                  activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
 def _fdmarl(obs_dims, n_actions, config) -> FDMARL:
     graph = communication_graph(config.admm.graph, len(obs_dims), p=config.admm.graph_p, seed=config.seed)
-    return FDMARL(obs_dims, n_actions, config.fdmarl, graph=graph, gae=GAESettings(config.gamma, config.gae_lambda),
+    return FDMARL(obs_dims, n_actions, config.fdmarl, graph=graph, gae=gae_settings(config),
                   gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
                   activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
-# name -> constructor (obs_dims, n_actions, TrainConfig); MAPPO and FDMARL get their own settings from the config here.
-ALGORITHM_CLASSES = {"matrpo": MATRPO, "itrpo": ITRPO, "ctrpo": CTRPO, "mappo": _mappo, "fdmarl": _fdmarl}
+# name -> constructor (obs_dims, n_actions, TrainConfig): the one place where each algorithm's own settings are built
+# from the training configuration (marl.algos.from_config); the algorithms never see the TrainConfig.
+ALGORITHM_CLASSES = {"matrpo": _matrpo, "itrpo": _itrpo, "ctrpo": _ctrpo, "mappo": _mappo, "fdmarl": _fdmarl}
 
 
 def make_algorithm(name: str, obs_dims, n_actions, config):
@@ -39,13 +53,20 @@ __all__ = [
     "FDMARL",
     "FDMARLSettings",
     "ITRPO",
+    "Learner",
+    "LearnerSettings",
     "MAPPO",
     "MAPPOSettings",
     "MATRPO",
     "MATRPOAgent",
+    "MATRPOSettings",
     "PrivacyViolation",
     "PrivateStore",
     "acting_as",
     "communication_graph",
+    "gae_settings",
+    "learner_settings",
     "make_algorithm",
+    "matrpo_settings",
+    "trpo_settings",
 ]

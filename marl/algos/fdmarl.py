@@ -88,17 +88,11 @@ from trpo_core import Categorical, GAESettings, flat_params, set_flat_params
 
 from ..networks import MultiHeadPolicy, ValueNet
 from ..rollout import Rollout
-from .common import (
-    TeamCheckpoint,
-    sample_actions,
-    samples,
-    seed_sequence,
-    shared_noise_generator,
-    standardize,
-    torch_generator,
-)
+from .batch import samples, standardize
+from .learner import TeamCheckpoint
 from .mappo import gae_targets
 from .privacy import PrivateStore, acting_as
+from .seeding import sample_actions, seed_sequence, shared_noise_generator, torch_generator
 
 CRITICS = ("q", "v")
 

@@ -72,7 +72,8 @@ from trpo_core import Categorical, GAESettings, compute_gae
 
 from ..networks import mlp_trunk
 from ..rollout import Rollout, next_values
-from .common import samples, seed_sequence, shared_noise_generator, standardize, torch_generator
+from .batch import samples, standardize
+from .seeding import seed_sequence, shared_noise_generator, torch_generator
 
 NETWORKS = ("mappo", "paper")
 

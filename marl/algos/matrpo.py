@@ -15,17 +15,27 @@ Symbols
 =============  ===========================  =====================  =========================================
 paper          code                         shape                  meaning
 =============  ===========================  =====================  =========================================
-M              ``n_samples``                                       samples in the batch (T * B)
+M              ``m``                                               samples in the batch (T * B)
 N              ``n_agents``                                        agents = heads per policy
-A^q            ``adv``                      [M]                    agent q's (normalised) GAE advantage
-l^q            ``logratio`` / ``x``         [N, M] (flat N*M)      per-head log-ratio at theta^q
-J^{qn}         autograd through the policy  [M, P]                 Jacobian of l^q_n at theta_old
-H^q            ``fvp`` (F + damping I)      [P, P]                 Fisher = Hessian of the mean KL
+A^q            ``batch.advantages``         [M]                    agent q's (normalised) GAE advantage
+l^q            ``batch.logratio(theta)``    [N, M]                 per-head log-ratio at theta^q
+x^q            ``x``                        [N*M]                  what q sends on the active edge (M6)
+w^q            ``w``                        [N, M]                 per-sample weights of (M1)
+J^{qn}         ``batch.jacobian`` (J^T)     [M, P]                 Jacobian of l^q_n at theta_old
+V^q            ``v``                        [P]                    right-hand side of (M2)
+H^q            ``batch.fisher``             [P, P]                 Fisher = Hessian of the mean KL (undamped)
+s^q            ``s``                        [P]                    (H^q + damping I)^{-1} V^q (M3)
+               ``step_size``                                       (M4)'s factor sqrt(2 (delta/N) / s^T H s)
 z_e            ``engine.z[e]``              [N*M]                  edge estimate (edge form, see below)
 y_e^q, C_e^q   ``engine.duals[e, s]``       [N*M]                  lambda_{e,q} = C_e^q y_e^q
-beta           ``penalty``                                         ADMM penalty
+beta           ``penalty``                                         ADMM penalty (held by the edge engine)
 delta/N        ``max_kl``                                          per-agent trust region
 =============  ===========================  =====================  =========================================
+
+Agent q's batch, fixed at theta_old once per outer iteration, is a frozen :class:`LocalBatch`; the edge engine
+hands it, at each endpoint update, its sums over E(q), |E(q)| and beta (``consensus_admm.EndpointTerms``). (M4)'s
+factor is ``trpo_core.max_step_length`` (T2); the line search is ``trpo_core.backtracking_line_search`` under the
+"matrpo" acceptance rule with its ``kl_bound`` (1.5 delta/N).
 
 The paper's signed form (9)-(12) with estimates z_e^q, z_e^i + z_e^j = 0, is the ordinary edge form of consensus
 ADMM (``consensus_admm.EdgeConsensus``: constraints l^q = z_e, duals lambda_{e,q}) under the change of variables
@@ -78,9 +88,10 @@ Departures from the paper and from the original code (matrpo-reference-code.md ย
   computation (``trpo_core.fit_stacked``); each agent's result equals its own fit up to rounding, and tests prove
   that no agent's result depends on another agent's data. ``concurrent_value_fit``: the policy step never reads
   V, so the fit runs in a worker thread during the consensus (bit-identical results, tested).
-- Warm-started CG (``trpo.warm_start_cg``, ``trpo.cg_iters_warm``): within an outer iteration H^q is fixed and
+- Warm-started CG (``trpo.warm_start_cg``, ``trpo.cg_max_iter_warm``): within an outer iteration H^q is fixed and
   V^q changes gradually, so each agent's solves after its first start from its previous direction (rescaled by a
-  line minimisation of the quadratic model) and run ``cg_iters_warm`` (5) instead of ``cg_iters`` (10) iterations.
+  line minimisation of the quadratic model) and run ``cg_max_iter_warm`` (5) instead of ``cg_max_iter`` (10)
+  iterations.
   The product A s of each solve is kept (A s = g - r from CG's residual), so neither the warm start's first residual
   nor the step length s^T A s costs a Fisher product.
   Measured on a Navigation N=3 batch (M = 10,000, damping 0.01): cold 10-iteration CG leaves a relative residual
@@ -91,7 +102,7 @@ Departures from the paper and from the original code (matrpo-reference-code.md ย
   step to the quadratic model's boundary has a true KL of 4-8 delta/N and is always rejected, as in the original
   code; the chunked test rejects it after about 40% of the batch.)
 - Samples are ordered env-major (m = env * T + t, as the original code's ``sf01``;
-  ``marl.algos.common.samples``), so the Fisher's every-5th-sample subsample spans every episode of the batch.
+  ``marl.algos.batch.samples``), so the Fisher's every-5th-sample subsample spans every episode of the batch.
   A time-major order (all steps of 2 of 10 envs) learned markedly slower (RESULTS.md, "Sample order").
 - The CG right-hand side (M2) is a vector-Jacobian product on activations cached once per outer iteration at
   theta_old (``trpo_core.FisherVectorProduct.vjp``: the score w_n (onehot(a^n) - pi_n) on the logits pulled back
@@ -112,32 +123,27 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, solve
+from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, EndpointTerms, solve
 from trpo_core import (
+    FisherVectorProduct,
     MultiCategorical,
+    TRPOSettings,
+    backtracking_line_search,
     fisher_vector_product,
     flat_params,
+    max_step_length,
     natural_gradient_direction,
     set_flat_params,
-    backtracking_line_search,
     unflatten,
 )
 
-from ..config import TrainConfig
 from ..rollout import Rollout
-from .common import (
-    TeamCheckpoint,
-    Learner,
-    PolicyEvaluator,
-    ValueFits,
-    act_independently,
-    samples,
-    seed_sequence,
-    standardize,
-    trpo_settings,
-    value_fit_executor,
-)
+from .batch import samples, standardize
+from .evaluator import PolicyEvaluator
+from .learner import Learner, LearnerSettings, TeamCheckpoint, act_independently
 from .privacy import acting_as
+from .seeding import seed_sequence
+from .value_fits import ValueFits, value_fit_executor
 
 
 def communication_graph(name: str, n_agents: int, *, p: float = 0.5, seed: int = 0) -> nx.Graph:
@@ -160,6 +166,75 @@ def communication_graph(name: str, n_agents: int, *, p: float = 0.5, seed: int =
     raise ValueError(f"graph must be one of ring, complete, star, path, erdos_renyi; got {name!r}")
 
 
+GRAPHS = ("ring", "complete", "star", "path", "erdos_renyi")
+_CHOICES = {
+    "graph": GRAPHS,
+    "edge_order": ("cyclic", "random"),
+    "exchange": ("true", "linearized"),
+    "theta_update": ("linesearch", "closed_form"),
+    "step_length": ("boundary", "penalized"),
+    "adv_norm": ("pooled", "per_agent", "none"),
+}
+
+
+@dataclass(frozen=True)
+class MATRPOSettings:
+    """MATRPO's consensus loop and the switches of its local update (see the module docstring for each choice).
+
+    The trust-region step itself is a ``trpo_core.TRPOSettings`` (``max_kl`` = delta/N). No defaults here: they live
+    in :class:`marl.config.TrainConfig` (``[admm]``, paper Table III by task) and
+    ``marl.algos.from_config.matrpo_settings`` builds this once from it.
+    """
+
+    iterations: int  # edge activations per outer iteration; >= 1 (Table III)
+    penalty: float  # beta, the ADMM penalty; > 0 (Table III)
+    graph: str  # communication topology, one of GRAPHS (paper: ring)
+    graph_p: float  # edge probability of "erdos_renyi"; in (0, 1]
+    edge_order: str  # "cyclic" (original code) or "random" (paper, Algorithm 1)
+    exchange: str  # (M6): "true" log-ratio (original code) or "linearized" J (theta - theta_old) (paper eq. 22)
+    theta_update: str  # "linesearch" (M5) (original code) or "closed_form" (M4)
+    step_length: str  # (M4): "boundary" (eq. 22) or "penalized" (eq. 47 with lambda* >= 0)
+    dual_init: float  # initial y of every edge (lambda_{e,i} = y, lambda_{e,j} = -y); finite
+    drop_prob: float  # probability that a message on an edge is lost; in [0, 1)
+    adv_norm: str  # "pooled" (by average consensus), "per_agent" or "none"
+    parallel_endpoints: bool  # the two endpoint updates of an edge in two threads (same result)
+    warm_start_cg: bool  # (M3) from this agent's previous direction
+    cg_max_iter_warm: int  # CG iterations of a warm-started solve; >= 1
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MATRPOSettings.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("iterations", "cg_max_iter_warm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MATRPOSettings.{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.penalty, (int, float)) and math.isfinite(self.penalty) and self.penalty > 0):
+            raise ValueError(f"MATRPOSettings.penalty must be a finite float > 0, got {self.penalty!r}")
+        if not 0.0 < self.graph_p <= 1.0:
+            raise ValueError(f"MATRPOSettings.graph_p must be in (0, 1], got {self.graph_p!r}")
+        if not math.isfinite(self.dual_init):
+            raise ValueError(f"MATRPOSettings.dual_init must be finite, got {self.dual_init!r}")
+        if not 0.0 <= self.drop_prob < 1.0:
+            raise ValueError(f"MATRPOSettings.drop_prob must be in [0, 1), got {self.drop_prob!r}")
+
+
+def edge_engine(graph: nx.Graph, dim: int, settings: MATRPOSettings, seed: int, iteration: int) -> EdgeConsensus:
+    """The consensus state of one outer iteration, (M7): the one owner of the penalty beta and of the duals.
+
+    Each endpoint update reads beta with its sums from ``engine.endpoint_terms(q)``. The duals start at
+    y = ``admm.dual_init`` (lambda_{e,i} = y at the lower-indexed endpoint, C = +1, and -y at the other); the edge
+    schedule and message losses are seeded by (run seed, 2, iteration), so the MPI backend's per-agent replicas
+    draw the same as the in-process engine.
+    """
+    y = settings.dual_init
+    return EdgeConsensus(
+        graph, dim, penalty=settings.penalty, schedule=settings.edge_order, drop_prob=settings.drop_prob,
+        dual_init=np.array([[y], [-y]]) if y else 0.0,  # broadcast to (edges, 2, dim)
+        seed=np.random.default_rng(seed_sequence(seed, 2, iteration)),
+    )
+
+
 @dataclass(frozen=True)
 class LocalUpdateInfo:
     """What one endpoint update did (agent-local diagnostics)."""
@@ -172,23 +247,52 @@ class LocalUpdateInfo:
     cg_residual: float
 
 
+@dataclass(frozen=True)
+class LocalBatch:
+    """Agent q's batch of one outer iteration, fixed at theta_old by :meth:`MATRPOAgent.prepare`.
+
+    Everything the endpoint updates (M1)-(M6) of the ADMM iterations reuse; none of it changes before the next
+    ``prepare``.
+    """
+
+    obs: torch.Tensor  # o^q_m, [M, obs_dim]
+    joint_actions: torch.Tensor  # a_m, every head, [M, N]
+    advantages: torch.Tensor  # A^q, [M]
+    theta_old: torch.Tensor  # [P]
+    old_dist: MultiCategorical  # pi^q(. | o_m; theta_old), logits [M, N, A]
+    logp_old: torch.Tensor  # log pi^q(a^n_m | o_m; theta_old), [N, M]
+    # d log pi(a^n | o) / d z_n = onehot(a^n) - pi_n, the score on head n's logits z_n, [M, N, A]: (M2)'s cotangent
+    score: torch.Tensor
+    jacobian: FisherVectorProduct  # full batch at theta_old; its vjp is the J^T of (M2)
+    fisher: FisherVectorProduct  # H of (M3), undamped, on every fvp_subsample_every-th sample
+    evaluator: PolicyEvaluator  # pi^q at candidate parameters, the module untouched: (M5), (M6)
+
+    def logratio(self, theta: torch.Tensor) -> torch.Tensor:
+        """l^q(theta) = log pi^q(a^n | o; theta) - log pi^q(a^n | o; theta_old), [N, M]."""
+        return self.evaluator.dist(theta).log_prob_per_head(self.joint_actions) - self.logp_old
+
+    def kl(self, theta: torch.Tensor, bound: float) -> float:
+        """KLbar(theta_old || theta): exact up to ``bound``; above it possibly a partial sum (enough to reject)."""
+        return self.evaluator.kl_within(theta, self.old_dist.logits, bound)
+
+
 class MATRPOAgent(Learner):
     """Agent q of MATRPO: N-head policy over its own observation, value net, and its private batch."""
 
-    def __init__(self, owner, obs_dim, n_agents, n_actions, config: TrainConfig, seed):
-        super().__init__(owner, obs_dim, n_agents, n_actions, [owner], config, seed)
-        self.n_agents = n_agents
-        self.penalty = config.admm_penalty
-        self.exchange_mode = config.admm.exchange
-        self.theta_update = config.admm.theta_update
-        self.step_length = config.admm.step_length
-        self.warm_start = config.trpo.warm_start_cg
-        self.settings = trpo_settings(config)
-        self.warm_settings = dataclasses.replace(self.settings, cg_max_iter=config.trpo.cg_iters_warm)
+    def __init__(self, owner: int, obs_dim: int, n_agents: int, n_actions: int, settings: MATRPOSettings,
+                 trpo: TRPOSettings, learner: LearnerSettings, seed: np.random.SeedSequence, *, run_seed: int):
+        super().__init__(owner, obs_dim, n_agents, n_actions, [owner], learner, seed, run_seed=run_seed)
+        self.matrpo = settings
+        self.trpo = trpo
+
+    @property
+    def warm_trpo(self) -> TRPOSettings:
+        """The trust-region settings of a warm-started solve (M3): ``cg_max_iter_warm`` CG iterations."""
+        return dataclasses.replace(self.trpo, cg_max_iter=self.matrpo.cg_max_iter_warm)
 
     # -- once per outer iteration ----------------------------------------------------------------------------------
     def prepare(self, obs: torch.Tensor, joint_actions: torch.Tensor, advantages: torch.Tensor) -> None:
-        """Fix theta_old and build, once, everything the ADMM iterations reuse (graph for (M2), Fisher for (M3))."""
+        """Fix theta_old and build, once, the :class:`LocalBatch` the ADMM iterations reuse."""
         p = self.private
         policy = p.policy
 
@@ -197,128 +301,127 @@ class MATRPOAgent(Learner):
 
         # The J^T operator's build forward is the full-batch forward at theta_old: reuse its outputs.
         jacobian = fisher_vector_product(policy, dist_fn, obs, form="fast", damping=0.0, subsample_every=1)
-        dist = jacobian.distribution
-        logits = dist.logits
-        logp_old = dist.log_prob_per_head(joint_actions)  # [N, M]
-        # (M2) J^{qn T} w_n = (d z / d theta)^T [w_n (onehot(a^n) - pi_n)]: the score of log pi(a^n | o) with respect
-        # to head n's logits z_n, times w_n, pulled back through the network by one J^T product per update.
-        score = torch.nn.functional.one_hot(joint_actions.long(), logits.shape[-1]).to(logits.dtype) - dist.probs
-        p.batch = {
-            "obs": obs,
-            "actions": joint_actions,
-            "adv": advantages,
-            "theta_old": flat_params(policy).clone(),
-            "score": score,  # [M, N, A]
-            "jacobian": jacobian,
-            "logp_old": logp_old,
-            "old_dist": dist,
-            "old_logits": logits,
-            "fvp": fisher_vector_product(
-                policy, dist_fn, obs, form=self.settings.fisher_form,
-                damping=0.0, subsample_every=self.settings.fvp_subsample_every,
-            ),
-            "evaluator": PolicyEvaluator(policy, obs),
-            "cg_prev": None,
-            "x": torch.zeros(logp_old.numel(), dtype=torch.float64),
-        }
+        old_dist = jacobian.distribution
+        logp_old = old_dist.log_prob_per_head(joint_actions)
+        logits = old_dist.logits
+        score = torch.nn.functional.one_hot(joint_actions.long(), logits.shape[-1]).to(logits.dtype) - old_dist.probs
+        p.batch = LocalBatch(
+            obs=obs, joint_actions=joint_actions, advantages=advantages, theta_old=flat_params(policy).clone(),
+            old_dist=old_dist, logp_old=logp_old, score=score, jacobian=jacobian,
+            fisher=fisher_vector_product(policy, dist_fn, obs, form=self.trpo.fisher_form, damping=0.0,
+                                         subsample_every=self.trpo.fvp_subsample_every),
+            evaluator=PolicyEvaluator(policy, obs),
+        )
+        p.warm_start = None  # (s, A s, s^T A s) of this agent's last solve (M3)
+        p.linearization = None  # graph of J^T u at theta_old, built on first use (M6, "linearized")
+        p.x = torch.zeros(logp_old.numel(), dtype=torch.float64)
 
-    # -- (M1)-(M6) -----------------------------------------------------------------------------------------------
-    def local_update(self, z_sum: np.ndarray, dual_sum: np.ndarray, degree: int) -> tuple[np.ndarray, LocalUpdateInfo]:
-        """Endpoint update of eq. (22) from the two sums this agent holds for its incident edges.
+    # -- (M1)-(M6) -------------------------------------------------------------------------------------------------
+    def local_update(self, terms: EndpointTerms) -> tuple[np.ndarray, LocalUpdateInfo]:
+        """Endpoint update of eq. (22), (M1)-(M6), from agent q's own copies of its incident edges' state.
 
         Parameters
         ----------
-        z_sum, dual_sum : ndarray [N*M]
-            sum_{e in E(q)} z_e and sum_{e in E(q)} lambda_{e,q} (agent q's own copies of its edges' state).
-        degree : int
-            |E(q)|.
+        terms : consensus_admm.EndpointTerms
+            sum_{e in E(q)} z_e and sum_{e in E(q)} lambda_{e,q} ([N*M] each), |E(q)| and the penalty beta, as the
+            edge engine hands them to agent q (``EdgeConsensus.endpoint_terms``).
 
         Returns
         -------
         x : ndarray [N*M]   what agent q sends on the active edge (M6)
         info : LocalUpdateInfo
         """
-        p = self.private
-        b = p.batch
-        policy = p.policy
-        n, m = b["logp_old"].shape
-        rho = self.penalty
-        adv = b["adv"]
-        zs = torch.from_numpy(z_sum).view(n, m).to(adv.dtype)
-        ds = torch.from_numpy(dual_sum).view(n, m).to(adv.dtype)
+        b = self.private.batch
+        n, m = b.logp_old.shape
+        z_sum = torch.from_numpy(terms.z_sum).view(n, m).to(b.advantages.dtype)
+        dual_sum = torch.from_numpy(terms.dual_sum).view(n, m).to(b.advantages.dtype)
         # (M1)
-        w = adv.unsqueeze(0) - ds + rho * zs
+        w = b.advantages.unsqueeze(0) - dual_sum + terms.penalty * z_sum
         # (M2)
-        g = b["jacobian"].vjp((b["score"] * (w.t() / m).unsqueeze(-1),))
-        theta_old = b["theta_old"]
-        evaluator: PolicyEvaluator = b["evaluator"]
-        actions = b["actions"]
-        logp_old = b["logp_old"]
-
-        def logratio(theta: torch.Tensor) -> torch.Tensor:
-            return evaluator.dist(theta).log_prob_per_head(actions) - logp_old
-
-        kl_limit = self.settings.kl_slack * self.settings.max_kl
-
-        def kl(theta: torch.Tensor) -> float:
-            # Exact below the line search's bound; above it, possibly a partial (lower-bound) value: enough to reject.
-            return evaluator.kl_within(theta, b["old_logits"], kl_limit)
+        v = b.jacobian.vjp((b.score * (w.t() / m).unsqueeze(-1),))
+        # (M3)
+        s, cg, settings, curvature = self._direction(v)
+        # (M4): to the KL boundary (T2); "penalized" also caps it at the unconstrained minimiser of the penalised
+        # model, x* = H^{-1} V / (|E(q)| beta) (paper eq. 47 with lambda* = 0 when that point lies inside the region).
+        step_size = max_step_length(s, curvature, settings.max_kl)
+        if self.matrpo.step_length == "penalized" and math.isfinite(step_size):
+            step_size = min(step_size, 1.0 / (terms.degree * terms.penalty))
 
         def lagrangian(theta: torch.Tensor) -> float:
-            # (M5), constants independent of theta dropped (they cancel in the acceptance test).
-            lr = logratio(theta)
-            surrogate = (torch.exp(lr.sum(0)) * adv).mean()
-            penalty = (lr * ds).sum() + rho * (0.5 * degree * (lr * lr).sum() - (lr * zs).sum())
+            # (M5) L^q(theta), constants independent of theta dropped (they cancel in the acceptance test).
+            lr = b.logratio(theta)
+            surrogate = (torch.exp(lr.sum(0)) * b.advantages).mean()
+            penalty = (lr * dual_sum).sum() + terms.penalty * (
+                0.5 * terms.degree * (lr * lr).sum() - (lr * z_sum).sum())
             return float(-surrogate + penalty / m)
 
-        # (M3): warm start from this agent's previous direction s', rescaled by a line minimisation of the model,
-        # x0 = c s' with c = g^T s' / s'^T A s'. A s' = g' - r' is kept from that solve, so neither A x0 nor
-        # s^T A s costs a Fisher product (A = H + damping I).
-        prev = b["cg_prev"] if self.warm_start else None
-        x0 = ax0 = None
-        if prev is not None:
-            c = float(g @ prev[0]) / prev[2]
-            x0, ax0 = c * prev[0], c * prev[1]
-        settings = self.settings if x0 is None else self.warm_settings
-        s, cg = natural_gradient_direction(b["fvp"], g, settings, x0=x0, ax0=ax0)
-        a_s = g - cg.residual
-        # s^T A s: g^T s for CG started at zero (r is orthogonal to s; the original code's form), s^T (g - r) else.
-        sas = float(g @ s) if x0 is None else float(s @ a_s)
-        if math.isfinite(sas) and sas > 0:
-            b["cg_prev"] = (s, a_s, sas)
-        # (M4): to the KL boundary; "penalized" also caps it at the unconstrained minimiser of the penalised model,
-        # x* = H^{-1} V / (|E(q)| beta) (paper eq. 47 with lambda* = 0 when that point lies inside the region).
-        beta = math.sqrt(2.0 * settings.max_kl / sas) if math.isfinite(sas) and sas > 0 else math.nan
-        if self.step_length == "penalized" and math.isfinite(beta):
-            beta = min(beta, 1.0 / (degree * rho))
-        # L(theta_old): every log-ratio is 0 there, so the penalty vanishes and the surrogate is mean(A).
-        before = -float(adv.mean())
-        if not bool(g.any()) or not math.isfinite(beta):
-            accepted, new_theta = False, theta_old
-            result = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
-        elif self.theta_update == "linesearch":
-            # (M5)
-            full_step = beta * s
-            ls = backtracking_line_search(
-                theta_old, full_step, kl_fn=kl, loss_fn=lagrangian, settings=settings,
-                expected_improvement=float(g @ full_step), surrogate_before=-before, params=policy,
-            )
-            accepted, new_theta = ls.accepted, ls.params
-            result = LocalUpdateInfo(accepted, ls.kl, before, -ls.surrogate_after, cg.n_iter, cg.residual_norm)
-        else:
-            # Closed form (22): the CG direction scaled to the KL boundary, no line search.
-            accepted, new_theta = True, theta_old + beta * s
-            result = LocalUpdateInfo(True, kl(new_theta), before, lagrangian(new_theta), cg.n_iter, cg.residual_norm)
-        set_flat_params(policy, new_theta)
+        theta, info = self._theta_update(v, s, step_size, cg, settings, lagrangian)
         # (M6)
-        if not accepted:
-            x = torch.zeros_like(logp_old)
-        elif self.exchange_mode == "true":
-            x = logratio(new_theta)
+        return self._message(theta, info.accepted), info
+
+    def _direction(self, v: torch.Tensor):
+        """(M3) s = (H + damping I)^{-1} V by CG; returns (s, CG info, the settings used, A s for (T2)).
+
+        Warm start from this agent's previous direction s', rescaled by a line minimisation of the model,
+        x0 = c s' with c = V^T s' / s'^T A s'. A s' = V' - r' is kept from that solve, so neither A x0 nor s^T A s
+        costs a Fisher product (A = H + damping I).
+        """
+        p = self.private
+        previous = p.warm_start if self.matrpo.warm_start_cg else None
+        if previous is None:
+            settings = self.trpo
+            s, cg = natural_gradient_direction(p.batch.fisher, v, settings)
         else:
-            x = self._linearized_logratio(new_theta - theta_old)
-        b["x"] = x.reshape(-1).to(torch.float64)
-        return b["x"].numpy().copy(), result
+            direction, a_direction, shs = previous
+            c = float(v @ direction) / shs
+            settings = self.warm_trpo
+            s, cg = natural_gradient_direction(p.batch.fisher, v, settings, x0=c * direction, ax0=c * a_direction)
+        a_s = v - cg.residual
+        # s^T A s: V^T s for CG started at zero (r is orthogonal to s; the original code's form), s^T (V - r) else.
+        curvature = v if previous is None else a_s
+        shs = float(curvature @ s) if previous is None else float(s @ curvature)
+        if math.isfinite(shs) and shs > 0:
+            p.warm_start = (s, a_s, shs)
+        return s, cg, settings, curvature
+
+    def _theta_update(self, v, s, step_size, cg, settings, lagrangian) -> tuple[torch.Tensor, LocalUpdateInfo]:
+        """(M4) closed form or (M5) line search from theta_old along ``step_size * s``; writes theta into the policy."""
+        b = self.private.batch
+        policy = self.private.policy
+        # L(theta_old): every log-ratio is 0 there, so the penalty vanishes and the surrogate is mean(A).
+        before = -float(b.advantages.mean())
+        if not bool(v.any()) or not math.isfinite(step_size):
+            theta = b.theta_old
+            info = LocalUpdateInfo(False, 0.0, before, before, cg.n_iter, cg.residual_norm)
+        elif self.matrpo.theta_update == "linesearch":
+            # (M5)
+            full_step = step_size * s
+            ls = backtracking_line_search(
+                b.theta_old, full_step, kl_fn=lambda th: b.kl(th, settings.kl_bound), loss_fn=lagrangian,
+                settings=settings, expected_improvement=float(v @ full_step), surrogate_before=-before, params=policy,
+            )
+            theta = ls.params
+            info = LocalUpdateInfo(ls.accepted, ls.kl, before, -ls.surrogate_after, cg.n_iter, cg.residual_norm)
+        else:
+            # (M4) closed form (22): the CG direction scaled to the KL boundary, no line search.
+            theta = b.theta_old + step_size * s
+            info = LocalUpdateInfo(True, b.kl(theta, settings.kl_bound), before, lagrangian(theta), cg.n_iter,
+                                   cg.residual_norm)
+        set_flat_params(policy, theta)
+        return theta, info
+
+    def _message(self, theta: torch.Tensor, accepted: bool) -> np.ndarray:
+        """(M6) x^q: the true log-ratios l^q(theta), or J (theta - theta_old) ("linearized"); 0 when not moved."""
+        p = self.private
+        b = p.batch
+        if not accepted:
+            x = torch.zeros_like(b.logp_old)
+        elif self.matrpo.exchange == "true":
+            x = b.logratio(theta)
+        else:
+            x = self._linearized_logratio(theta - b.theta_old)
+        p.x = x.reshape(-1).to(torch.float64)
+        return p.x.numpy().copy()
 
     def _linearized_logratio(self, delta: torch.Tensor) -> torch.Tensor:
         """J (theta - theta_old): the log-ratios linearised at theta_old (eq. 22), [N, M].
@@ -328,10 +431,10 @@ class MATRPOAgent(Learner):
         runs in the endpoint threads (``admm.parallel_endpoints``); ``torch.func.jvp``'s forward-mode AD levels are
         process-global and fail when two threads use them at once.
         """
-        b = self.private.batch
-        if "linearization" not in b:
-            b["linearization"] = self._linearization()
-        jt_u, u, params = b["linearization"]
+        p = self.private
+        if p.linearization is None:
+            p.linearization = self._linearization()
+        jt_u, u, params = p.linearization
         (jv,) = torch.autograd.grad(jt_u, u, grad_outputs=unflatten(delta, params), retain_graph=True)
         return jv.detach()
 
@@ -341,29 +444,30 @@ class MATRPOAgent(Learner):
         policy = self.private.policy
         named = [(n, q) for n, q in policy.named_parameters() if q.requires_grad]
         # Leaves at theta_old, apart from the module's parameters (the endpoint updates overwrite those in place).
-        params = [t.detach().requires_grad_() for t in unflatten(b["theta_old"], [q for _, q in named])]
+        params = [t.detach().requires_grad_() for t in unflatten(b.theta_old, [q for _, q in named])]
         with torch.enable_grad():
-            logits = functional_call(policy, dict(zip([n for n, _ in named], params)), (b["obs"],))
-            logp = MultiCategorical(logits).log_prob_per_head(b["actions"])
+            logits = functional_call(policy, dict(zip([n for n, _ in named], params)), (b.obs,))
+            logp = MultiCategorical(logits).log_prob_per_head(b.joint_actions)
             u = torch.zeros_like(logp, requires_grad=True)
             jt_u = torch.autograd.grad(logp, params, grad_outputs=u, create_graph=True)
         return jt_u, u, params
 
     def current_x(self) -> np.ndarray:
-        return self.private.batch["x"].numpy()
+        """The x^q this agent last sent (zeros before its first update of the iteration)."""
+        return self.private.x.numpy()
 
     def final_diagnostics(self) -> tuple[float, float]:
         """(KL(theta_old || theta), surrogate improvement) of the parameters this agent ends the iteration with."""
         b = self.private.batch
-        theta = flat_params(self.private.policy)
-        dist = b["evaluator"].dist(theta)
-        ratio = torch.exp(dist.log_prob(b["actions"]) - b["logp_old"].sum(0))
-        surrogate_gain = float(((ratio - 1.0) * b["adv"]).mean())
-        return float(b["old_dist"].kl(dist).mean()), surrogate_gain
+        dist = b.evaluator.dist(flat_params(self.private.policy))
+        ratio = torch.exp(dist.log_prob(b.joint_actions) - b.logp_old.sum(0))
+        surrogate_gain = float(((ratio - 1.0) * b.advantages).mean())
+        return float(b.old_dist.kl(dist).mean()), surrogate_gain
 
     def release(self) -> None:
         """Drop the per-iteration graphs."""
-        self.private.batch = None
+        p = self.private
+        p.batch = p.warm_start = p.linearization = None
 
 
 class MATRPO(TeamCheckpoint):
@@ -372,33 +476,42 @@ class MATRPO(TeamCheckpoint):
     Parameters
     ----------
     obs_dims, n_actions : per-agent observation sizes and action counts.
-    config : TrainConfig
+    settings : MATRPOSettings
+        The consensus loop and the local update's switches.
+    trpo : trpo_core.TRPOSettings
+        The local trust-region step (``max_kl`` = delta/N, CG, Fisher, line search).
+    learner : LearnerSettings
+        Each agent's networks, advantages, value regression and action noise.
+    seed : int
+        The run's seed: every agent's streams, the graph draw and the edge schedules derive from it.
     graph : networkx.Graph, optional
-        Any connected graph on the agent indices ``0..N-1``; default ``config.admm.graph`` (ring, as the paper).
+        Any connected graph on the agent indices ``0..N-1``; default ``settings.graph`` (ring, as the paper).
     """
 
     name = "matrpo"
 
-    def __init__(self, obs_dims, n_actions, config: TrainConfig, graph: nx.Graph | None = None):
+    def __init__(self, obs_dims, n_actions, settings: MATRPOSettings, trpo: TRPOSettings, learner: LearnerSettings,
+                 *, seed: int, graph: nx.Graph | None = None):
         n_agents = len(obs_dims)
         if len(set(n_actions)) != 1:
             raise ValueError(f"MATRPO's joint-policy heads need equal action counts, got {n_actions}")
-        self.config = config
+        self.settings, self.learner_settings, self.seed = settings, learner, seed
         self.n_agents = n_agents
         self.agents = [
-            MATRPOAgent(i, obs_dims[i], n_agents, n_actions[i], config, seed_sequence(config.seed, 1, i))
+            MATRPOAgent(i, obs_dims[i], n_agents, n_actions[i], settings, trpo, learner, seed_sequence(seed, 1, i),
+                        run_seed=seed)
             for i in range(n_agents)
         ]
         if graph is None:
-            graph = communication_graph(config.admm.graph, n_agents, p=config.admm.graph_p, seed=config.seed)
+            graph = communication_graph(settings.graph, n_agents, p=settings.graph_p, seed=seed)
         elif set(graph.nodes) != set(range(n_agents)):
             raise ValueError(f"graph nodes must be the agent indices 0..{n_agents - 1}, got {list(graph.nodes)}")
         # Node i of the engine is agent i: rebuild with the nodes inserted in agent order.
         self.graph = nx.Graph()
         self.graph.add_nodes_from(range(n_agents))
         self.graph.add_edges_from(graph.edges)
-        self._pool = ThreadPoolExecutor(max_workers=2) if config.admm.parallel_endpoints else None
-        self._value_pool = value_fit_executor(config)
+        self._pool = ThreadPoolExecutor(max_workers=2) if settings.parallel_endpoints else None
+        self._value_pool = value_fit_executor(learner.concurrent_value_fit)
 
     def _map(self, fn, items) -> list:
         """Run independent per-agent work, in the two worker threads when ``admm.parallel_endpoints``."""
@@ -412,7 +525,6 @@ class MATRPO(TeamCheckpoint):
 
     # -- one outer iteration ---------------------------------------------------------------------------------------
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
-        cfg = self.config
         t, b = rollout.n_steps, rollout.n_envs
         m = t * b
         joint_actions = samples(rollout.actions)  # [M, N], env-major like every per-sample tensor below
@@ -422,14 +534,15 @@ class MATRPO(TeamCheckpoint):
         def own_advantages(i: int):
             # Agent i: GAE on its own reward with its own value network.
             with acting_as(i):
-                return tuple(samples(t) for t in self.agents[i].own_advantages(rollout, i, cfg))
+                return tuple(samples(t) for t in self.agents[i].own_advantages(rollout, i))
 
         gae = self._map(own_advantages, range(self.n_agents))
         advs = [a for a, _, _ in gae]
         # Value regression (the original code runs it before the policy step, ยง3); the policy step does not read V,
         # so it runs alongside the consensus when ``concurrent_value_fit``.
         value_fits = ValueFits(self._value_pool, self.agents, [samples(o) for o in rollout.obs],
-                               [r for _, r, _ in gae], [v for _, _, v in gae], stacked=cfg.stack_value_fits)
+                               [r for _, r, _ in gae], [v for _, _, v in gae],
+                               stacked=self.learner_settings.stack_value_fits)
         t_value = time.perf_counter()
         advs, norm_floats = self._normalize_advantages(advs, iteration)
 
@@ -472,7 +585,7 @@ class MATRPO(TeamCheckpoint):
         return metrics
 
     def _normalize_advantages(self, advs: list[torch.Tensor], iteration: int) -> tuple[list[torch.Tensor], float]:
-        mode = self.config.admm.adv_norm
+        mode = self.settings.adv_norm
         if mode == "none":
             return advs, 0.0
         if mode == "per_agent":
@@ -483,7 +596,7 @@ class MATRPO(TeamCheckpoint):
             [Averaging(local[i]) for i in range(self.n_agents)],
             self.graph,
             ADMMSettings(method="sync", eps_abs=1e-12, eps_rel=1e-10, max_iter=5000),
-            seed=self.config.seed + iteration,
+            seed=self.seed + iteration,
         )
         out = []
         n = len(advs[0])
@@ -495,21 +608,8 @@ class MATRPO(TeamCheckpoint):
         return out, float(result.floats_sent)
 
     def _consensus(self, m: int, iteration: int) -> dict[str, float]:
-        cfg = self.config
         n = self.n_agents
-        engine = EdgeConsensus(
-            self.graph,
-            n * m,
-            penalty=cfg.admm_penalty,
-            schedule=cfg.admm.edge_order,
-            drop_prob=cfg.admm.drop_prob,
-            seed=np.random.default_rng(seed_sequence(cfg.seed, 2, iteration)),
-        )
-        if cfg.admm.dual_init != 0.0:
-            duals = np.zeros_like(engine.duals)
-            duals[:, 0] = cfg.admm.dual_init  # C = +1 at the lower-indexed endpoint
-            duals[:, 1] = -cfg.admm.dual_init
-            engine.reset(duals=duals)
+        engine = edge_engine(self.graph, n * m, self.settings, self.seed, iteration)
         accepted = np.zeros(n)
         updates = np.zeros(n)
         lag_gain = np.zeros(n)
@@ -517,11 +617,11 @@ class MATRPO(TeamCheckpoint):
         dropped = 0
         def endpoint(q: int):
             # Agent q's own copies of its incident edges' state; nothing else enters its update.
-            z_sum, dual_sum = engine.penalty_terms(q)
+            terms = engine.endpoint_terms(q)
             with acting_as(q):
-                return self.agents[q].local_update(z_sum, dual_sum, int(engine.degree[q]))
+                return self.agents[q].local_update(terms)
 
-        for _ in range(cfg.admm_iterations):
+        for _ in range(self.settings.iterations):
             e = engine.next_edge()
             i, j = (int(v) for v in engine.edges[e])
             # The two endpoint updates are independent (each reads only its own state): run them concurrently.
@@ -545,7 +645,7 @@ class MATRPO(TeamCheckpoint):
             # the last 10% of exchanges.
             "admm/primal_residual": engine.primal_residual(np.stack(xs_now)),
             "admm/dual_residual": float(np.mean(dual[-tail:])),
-            "admm/edge_activations": float(cfg.admm_iterations),
+            "admm/edge_activations": float(self.settings.iterations),
             "trpo/accepted_fraction": float(accepted.sum() / max(updates.sum(), 1)),
             "trpo/lagrangian_improvement": float(lag_gain.sum() / max(updates.sum(), 1)),
             "admm/dropped_exchanges": float(dropped),

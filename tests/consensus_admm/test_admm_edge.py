@@ -105,6 +105,32 @@ def test_incident_edges_and_penalty_terms_are_consistent():
         np.testing.assert_allclose(ec.local_argument(node), (zsum - lsum / 3.0) / ec.degree[node])
 
 
+def test_endpoint_terms_carry_the_engines_penalty():
+    """The engine is the one owner of rho: every endpoint reads it with its sums, so a change reaches all of them."""
+    g = nx.petersen_graph()
+    rng = np.random.default_rng(1)
+    ec = EdgeConsensus(g, 4, penalty=3.0, dual_init=rng.normal(size=(15, 2, 4)), seed=0)
+    ec.reset(z=rng.normal(size=(15, 4)), duals=ec.duals)
+    for rho in (3.0, 0.25):
+        ec.set_penalty(rho)
+        for node in range(ec.n_agents):
+            terms = ec.endpoint_terms(node)
+            zsum, lsum = ec.penalty_terms(node)
+            np.testing.assert_array_equal(terms.z_sum, zsum)
+            np.testing.assert_array_equal(terms.dual_sum, lsum)
+            assert terms.degree == ec.degree[node] and terms.penalty == rho
+            np.testing.assert_array_equal(terms.argument, ec.local_argument(node))
+
+
+def test_signed_dual_init_is_the_per_edge_pair():
+    """dual_init of shape (2, 1) sets lam_{e,i} = c at every edge's lower endpoint and -c at the other (MATRPO's y)."""
+    g = nx.cycle_graph(5)
+    ec = EdgeConsensus(g, 3, dual_init=np.array([[1.5], [-1.5]]), seed=0)
+    np.testing.assert_array_equal(ec.duals[:, 0], 1.5)
+    np.testing.assert_array_equal(ec.duals[:, 1], -1.5)
+    np.testing.assert_array_equal(ec.dual_sums(), 0.0)
+
+
 def test_float32_state():
     prob = build_problem("averaging", 4, 2, seed=0)
     objs = prob.objectives

@@ -260,7 +260,7 @@ def test_resume_accepts_same_settings_and_honours_steps(run_copy, capsys):
 
 # -- end to end: exit code and no traceback from the real command line --------------------------------------------
 @pytest.mark.parametrize(("argv", "message"), [
-    (["train", "--set", "trpo.cg_iters=2.5"], "trpo.cg_iters must be an integer"),
+    (["train", "--set", "trpo.cg_max_iter=2.5"], "trpo.cg_max_iter must be an integer"),
     (["train", "--resume", "{tmp}/nothing"], "no such directory"),
     (["table", "{tmp}/nothing", "--at", "10"], "no metrics.csv"),
 ])
@@ -279,7 +279,7 @@ def test_cli_subprocess_exit_code(tmp_path, argv, message):
 @pytest.mark.parametrize(("factory", "message"), [
     (lambda: EnvConfig(n_envs=2.5), "env.n_envs must be an integer"),
     (lambda: EnvConfig(n_agents=True), "env.n_agents must be an integer"),
-    (lambda: TRPOConfig(cg_damping=float("nan")), "trpo.cg_damping must be a finite number"),
+    (lambda: TRPOConfig(damping=float("nan")), "trpo.damping must be a finite number"),
     (lambda: TRPOConfig(warm_start_cg="yes"), "trpo.warm_start_cg must be true or false"),
     (lambda: ADMMConfig(penalty=float("inf")), "admm.penalty must be a finite number"),
     (lambda: ADMMConfig(graph=3), "admm.graph must be a string"),

@@ -17,9 +17,10 @@ from marl.algos import make_algorithm
 from marl.algos.privacy import acting_as
 from marl.checkpoint import load_checkpoint
 from marl.config import apply_overrides
+from marl.env_factory import make_env_for
 from marl.evaluation import EVAL_SEED_OFFSET, eval_seed, evaluate_policy
 from marl.report import run_summary
-from marl.train import make_env_for, train
+from marl.train import train
 from marl_tiny import tiny_config
 
 ALGOS = ["matrpo", "itrpo", "ctrpo", "mappo", "fdmarl"]

@@ -17,8 +17,9 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from consensus_admm import EdgeConsensus
-from marl.algos.common import seed_sequence
+from consensus_admm import EdgeConsensus, EndpointTerms
+from marl.algos.seeding import seed_sequence
+from marl.algos.from_config import learner_settings, matrpo_settings, trpo_settings
 from marl.algos.matrpo import MATRPOAgent
 from trpo_core import MultiCategorical, flat_params, unflatten
 
@@ -73,16 +74,17 @@ def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, see
         "matrpo",
         "hidden_sizes=4",
         f"admm.theta_update={theta_update}",
-        "trpo.fvp_subsample=1",
-        f"trpo.cg_damping={DAMPING}",
-        "trpo.cg_iters=200",
+        "trpo.fvp_subsample_every=1",
+        f"trpo.damping={DAMPING}",
+        "trpo.cg_max_iter=200",
         "trpo.warm_start_cg=false",
         "trpo.max_kl=0.01",
         "admm.penalty=2.0",
     )
-    agent = MATRPOAgent(0, obs_dim, n_agents, n_actions, cfg, seed_sequence(seed, 9))
+    agent = MATRPOAgent(0, obs_dim, n_agents, n_actions, matrpo_settings(cfg), trpo_settings(cfg),
+                        learner_settings(cfg), seed_sequence(seed, 9), run_seed=seed)
     # Solve the CG system to machine precision so the oracle comparison is exact.
-    agent.settings = dataclasses.replace(agent.settings, cg_residual_tol=1e-28)
+    agent.trpo = dataclasses.replace(agent.trpo, cg_residual_tol=1e-28)
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(m, obs_dim, generator=g)
     actions = torch.randint(0, n_actions, (m, n_agents), generator=g)
@@ -131,7 +133,7 @@ def test_closed_form_update_matches_explicit_eq22(float64):
     h_inv_v = torch.linalg.solve(h_damped, v)
     expected = theta_old + torch.sqrt(2 * cfg.max_kl / (v @ h_inv_v)) * h_inv_v
 
-    x, info = agent.local_update(z_sum, dual_sum, degree=2)
+    x, info = agent.local_update(EndpointTerms(z_sum, dual_sum, 2, cfg.admm_penalty))
     assert info.accepted
     got = flat_params(agent.private.policy)
     torch.testing.assert_close(got, expected, rtol=CLOSED_FORM_RTOL, atol=1e-7)
@@ -148,10 +150,10 @@ def test_closed_form_update_matches_explicit_eq22(float64):
 
 def test_linearized_exchange_is_jacobian_times_step(float64):
     agent, cfg, obs, actions, adv = _tiny_agent("closed_form")
-    agent.exchange_mode = "linearized"
+    agent.matrpo = dataclasses.replace(agent.matrpo, exchange="linearized")
     n, m = 2, obs.shape[0]
     theta_old, jac, _ = _explicit_jacobian_and_hessian(agent, obs, actions)
-    x, info = agent.local_update(np.zeros(n * m), np.zeros(n * m), degree=2)
+    x, info = agent.local_update(EndpointTerms(np.zeros(n * m), np.zeros(n * m), 2, cfg.admm_penalty))
     d = flat_params(agent.private.policy) - theta_old
     np.testing.assert_allclose(x, torch.einsum("nmp,p->nm", jac, d).reshape(-1).numpy(), rtol=1e-8, atol=1e-10)
 
@@ -176,7 +178,7 @@ def test_linesearch_lagrangian_matches_per_edge_sum(float64):
 
     mod.backtracking_line_search = spy
     try:
-        agent.local_update(z_edges.sum(0), lam_edges.sum(0), degree=3)
+        agent.local_update(EndpointTerms(z_edges.sum(0), lam_edges.sum(0), 3, beta))
     finally:
         mod.backtracking_line_search = real_search
     names = [k for k, _ in agent.private.policy.named_parameters()]

@@ -3,7 +3,7 @@
 import torch
 from hypothesis import given, strategies as st
 
-from marl.algos.common import PolicyEvaluator
+from marl.algos.evaluator import PolicyEvaluator
 from marl.networks import MultiHeadPolicy
 from trpo_core import MultiCategorical, flat_params
 
@@ -29,7 +29,7 @@ def test_kl_within_is_exact_below_the_limit_and_a_lower_bound_above(seed, scale,
 
 
 def test_samples_are_env_major_so_every_fifth_sample_spans_every_env():
-    from marl.algos.common import samples
+    from marl.algos.batch import samples
 
     t, b = 20, 10
     x = torch.arange(t)[:, None] + 100 * torch.arange(b)[None, :]  # x[t, env] = 100 env + t

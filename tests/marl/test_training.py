@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from marl.algos import MATRPO, PrivacyViolation, make_algorithm
+from marl.algos import MATRPO, PrivacyViolation, learner_settings, make_algorithm, matrpo_settings, trpo_settings
 from marl.algos.matrpo import MATRPOAgent
 from marl.config import apply_overrides
 from marl.env_factory import make_env_for
@@ -93,10 +93,10 @@ class LeakyAgent(MATRPOAgent):
 
     team: list = []
 
-    def local_update(self, z_sum, dual_sum, degree):
+    def local_update(self, terms):
         other = self.team[(self.owner + 1) % len(self.team)]
-        _ = other.private.batch["obs"]
-        return super().local_update(z_sum, dual_sum, degree)
+        _ = other.private.batch.obs
+        return super().local_update(terms)
 
 
 def test_decentralization_guard_catches_a_leaky_update():
@@ -121,8 +121,8 @@ def test_agent_update_depends_only_on_its_own_data_and_messages():
     captured = []
     original = MATRPOAgent.local_update
 
-    def spy(self, z_sum, dual_sum, degree):
-        x, info = original(self, z_sum, dual_sum, degree)
+    def spy(self, terms):
+        x, info = original(self, terms)
         captured.append((self.owner, x))
         return x, info
 
@@ -219,10 +219,11 @@ def test_matrpo_accepts_a_networkx_graph_object():
     cfg = tiny_config("matrpo", "env.n_agents=4")
     venv = make_env_for(cfg)
     wheel = nx.wheel_graph(4)
-    algo = MATRPO(venv.obs_dims, venv.n_actions, cfg, graph=wheel)
+    settings = (matrpo_settings(cfg), trpo_settings(cfg), learner_settings(cfg))
+    algo = MATRPO(venv.obs_dims, venv.n_actions, *settings, seed=cfg.seed, graph=wheel)
     assert sorted(algo.graph.edges) == sorted(tuple(sorted(e)) for e in wheel.edges)
     with pytest.raises(ValueError, match="agent indices"):
-        MATRPO(venv.obs_dims, venv.n_actions, cfg, graph=nx.relabel_nodes(wheel, {0: "a"}))
+        MATRPO(venv.obs_dims, venv.n_actions, *settings, seed=cfg.seed, graph=nx.relabel_nodes(wheel, {0: "a"}))
 
 
 def _first_update_with_flag(algo: str, flag: str):
@@ -265,3 +266,25 @@ def test_concurrent_value_fit_gives_identical_results(algo):
     a, b = tensors(s1), tensors(s2)
     assert len(a) == len(b) > 0
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_run_directory_saved_with_old_key_spellings_resumes_and_evaluates(tmp_path, capsys):
+    """config.json of a run made before the [trpo] keys took trpo_core's spellings and log_every went: --resume and
+    eval read it."""
+    from marl.__main__ import main
+    from marl.config import RENAMED_KEYS
+
+    run = tmp_path / "run"
+    train(tiny_config("matrpo", "total_steps=400"), run, progress=False, tensorboard=False)
+    saved = json.loads((run / "config.json").read_text())
+    for old, new in RENAMED_KEYS.items():
+        section, old_name = old.split(".")
+        saved[section][old_name] = saved[section].pop(new.split(".")[1])
+    saved["log_every"] = 1  # a field that was never read, since removed
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(["train", "--resume", str(run), "--steps", "600", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: config key 'trpo.cg_iters' is deprecated; use 'trpo.cg_max_iter'" in err
+    assert "warning: config key 'log_every' is ignored" in err
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
+    assert main(["eval", str(run), "--episodes", "1"]) == 0
