@@ -44,7 +44,7 @@ from marl.algos import make_algorithm
 from marl.algos.evaluator import PolicyEvaluator
 from marl.config import TrainConfig, apply_overrides
 from marl.rollout import collect_rollout
-from marl.train import make_env_for
+from marl.env_factory import make_env_for
 from trpo_core import FisherVectorProduct
 
 ROWS = {

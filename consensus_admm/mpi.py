@@ -100,7 +100,7 @@ from .graphs import GraphArrays, graph_arrays
 from .precondition import CurvatureStatistics, Preconditioner, local_statistics, mean_statistics, preconditioner
 from .results import ADMMHistory, ADMMResult, ADMMStatus
 from .settings import ADMMSettings
-from .solver import (DIVERGENCE_FACTOR, Residuals, _adapt_runner_penalty, _limit_status, penalty_for_curvature,
+from .solver import (DIVERGENCE_FACTOR, Residuals, adapt_runner_penalty, limit_status, penalty_for_curvature,
                      should_stop)
 
 __all__ = ["solve", "initial_penalty", "agreed_preconditioner", "STOPPING_RULES"]
@@ -606,9 +606,9 @@ def _run(net: _Network, prox: _LocalProx, objective, stats, settings: ADMMSettin
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            n_updates += _adapt_runner_penalty(runner, res_y, settings)  # (H2) on the scaled problem
+            n_updates += adapt_runner_penalty(runner, res_y, settings)  # (H2) on the scaled problem
     if status is None:
-        status, message = _limit_status(res, settings)
+        status, message = limit_status(res, settings)
     solve_time = time.perf_counter() - t_solve
 
     x = unscale(runner.x.copy())

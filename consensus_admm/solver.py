@@ -650,9 +650,9 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
                 status, message = ADMMStatus.SOLVED, f"converged at iteration {k}"
                 break
         if settings.adaptive_penalty and k % ai == 0 and k < settings.max_iter:
-            n_updates += _adapt_runner_penalty(runner, res_y, settings)  # (H2) on the scaled problem
+            n_updates += adapt_runner_penalty(runner, res_y, settings)  # (H2) on the scaled problem
     if status is None:
-        status, message = _limit_status(res, settings)
+        status, message = limit_status(res, settings)
     solve_time = time.perf_counter() - t_solve
 
     x = unscale(runner.x.copy())
@@ -682,7 +682,7 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
     )
 
 
-def _adapt_runner_penalty(runner, res: Residuals, settings: ADMMSettings) -> int:
+def adapt_runner_penalty(runner, res: Residuals, settings: ADMMSettings) -> int:
     """(H2) applied to a runner; returns 1 when the penalty changed, else 0."""
     new = adapt_penalty(runner.rho, res.r, res.s, res.x_scale, res.lam_scale, settings)
     if new == runner.rho:
@@ -691,7 +691,7 @@ def _adapt_runner_penalty(runner, res: Residuals, settings: ADMMSettings) -> int
     return 1
 
 
-def _limit_status(res: Residuals, settings: ADMMSettings) -> tuple[ADMMStatus, str]:
+def limit_status(res: Residuals, settings: ADMMSettings) -> tuple[ADMMStatus, str]:
     """Status at ``max_iter``: SOLVED_INACCURATE when the stopping test holds at 10x tolerance, else MAX_ITER."""
     if should_stop(res.r, res.s, res.eps_pri, res.eps_dual, 10.0):
         return ADMMStatus.SOLVED_INACCURATE, (f"max_iter={settings.max_iter} reached; "

@@ -6,6 +6,7 @@ Examples::
     python -m marl train --algo itrpo --steps 2000000 --seed 1 --out runs/itrpo_s1
     python -m marl train --config my.toml --set admm.edge_order=cyclic --set trpo.max_kl=0.002
     python -m marl train --resume runs/matrpo_s0           # continue a killed run
+    python -m marl train --env mpe2.simple_spread_v3 --set env.kwargs.N=3 --set env.kwargs.max_cycles=25   # any PettingZoo env
     python -m marl train --set eval_every=10               # + greedy evaluation every 10 iterations (eval/*)
     python -m marl eval runs/matrpo_s0 --episodes 50 --gif spread.gif
     python -m marl eval runs/matrpo_s0 --greedy            # each policy's mode instead of sampled actions
@@ -150,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an algorithm (defaults: MATRPO on Cooperative Navigation N=3)")
     t.add_argument("--algo", choices=ALGORITHMS)
-    t.add_argument("--env", choices=ENVIRONMENTS)
+    t.add_argument("--env", help=f"one of {', '.join(ENVIRONMENTS)}, or the module path of any PettingZoo environment "
+                                 "with a parallel_env factory, e.g. mpe2.simple_spread_v3 (its options: "
+                                 "--set env.kwargs.N=3 ...)")
     t.add_argument("--n-agents", type=int)
     t.add_argument("--steps", type=int, help="total environment steps")
     t.add_argument("--seed", type=int)

@@ -38,7 +38,9 @@ if typing.TYPE_CHECKING:  # the [mappo]/[fdmarl] sections' classes live beside t
 
 ALGORITHMS = ("matrpo", "itrpo", "ctrpo", "mappo", "fdmarl")
 SAMPLING_NOISE = ("independent", "shared")
-ENVIRONMENTS = ("cooperative_navigation", "treasure_collection")
+ENVIRONMENTS = ("cooperative_navigation", "treasure_collection")  # the paper's tasks (marl.envs.ENV_NAMES)
+# EnvConfig's own settings, passed to the paper's tasks by name (never through their env.kwargs)
+ENV_OWN_KEYS = ("name", "n_agents", "n_envs", "max_cycles", "reward_mode", "seed")
 GRAPHS = ("ring", "complete", "star", "erdos_renyi", "path")
 
 # (env, n_agents) -> (max_kl = δ/N, admm_iters, penalty β); Table III.
@@ -53,6 +55,8 @@ _TABLE_III = {
 def _table_iii(env: str, n_agents: int) -> tuple[float, int, float]:
     if (env, n_agents) in _TABLE_III:
         return _TABLE_III[(env, n_agents)]
+    if env not in ENVIRONMENTS:  # another PettingZoo environment: the navigation rows (simple_spread's family)
+        env = "cooperative_navigation"
     # Outside the table: the nearest row of the same task (by team size).
     rows = sorted((abs(n - n_agents), key) for key in _TABLE_III if key[0] == env for n in [key[1]])
     return _TABLE_III[rows[0][1]]
@@ -143,19 +147,62 @@ def _check_types(config: Any, prefix: str | None = None) -> None:
 check_types = _check_types  # public name for other frozen settings built from files (e.g. a sweep's [report])
 
 
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _check_env_kwargs(kwargs: Any, own: tuple[str, ...]) -> dict[str, Any]:
+    """``env.kwargs`` as a plain dict of identifier keys and TOML/JSON values, none of them in ``own`` (settings of
+    their own in EnvConfig), else ``ValueError`` naming the key."""
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"env.kwargs must be a table of keyword arguments, got {kwargs!r}")
+
+    def check(key: str, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+            return value
+        if isinstance(value, (list, tuple)):
+            return [check(f"{key}[{k}]", v) for k, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {str(k): check(f"{key}.{k}", v) for k, v in value.items()}
+        raise ValueError(f"{key} must be a number, string, boolean, list or table, got {value!r}")
+
+    out = {}
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"env.kwargs keys must be Python identifiers (keyword arguments), got {key!r}")
+        if key in own:
+            raise ValueError(f"env.kwargs.{key} is a setting of its own for the paper's tasks: set env.{key} instead")
+        out[key] = check(f"env.kwargs.{key}", value)
+    return out
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """Which environment to train on and how it is batched."""
 
-    name: str = "cooperative_navigation"  # one of ENVIRONMENTS
-    n_agents: int = 3  # N; navigation: N agents and N landmarks; treasure: hunters + 2 banks
+    # One of ENVIRONMENTS (the paper's tasks), or the module path of any PettingZoo ParallelEnv: a module with a
+    # parallel_env(**kwargs) factory, e.g. "mpe2.simple_spread_v3" (marl.envs.registry.parallel_env_factory)
+    name: str = "cooperative_navigation"
+    n_agents: int = 3  # N; navigation: N agents and N landmarks; treasure: hunters + 2 banks; other envs: must match
     n_envs: int = 10  # parallel environment copies per rollout (the original code uses 10)
-    max_cycles: int = 100  # episode horizon T (paper: 100)
-    reward_mode: str = "private"  # "private" (paper), "shared" (team sum to all), "mpe2" (local_ratio convention)
+    max_cycles: int = 100  # episode horizon T (paper: 100); the paper's tasks only (others: their own kwargs)
+    reward_mode: str = "private"  # "private" (paper), "shared" (team sum to all), "mpe2" (local_ratio convention);
+    # the paper's tasks only
+    # Further keyword arguments of the environment: of parallel_env for a module path (e.g. {N = 3, max_cycles = 25}
+    # for mpe2.simple_spread_v3), of marl.envs.make_vector_env for the paper's tasks (e.g. variant, local_ratio).
+    # TOML: an [env.kwargs] table; command line: --set env.kwargs.N=3 (the value read as TOML, else as a string).
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_choice("env.name", self.name, ENVIRONMENTS)
+        if self.name not in ENVIRONMENTS and not _MODULE_PATH.fullmatch(self.name):
+            raise ValueError(f"env.name must be one of {ENVIRONMENTS} or the module path of a PettingZoo environment "
+                             f"with a parallel_env factory (e.g. 'mpe2.simple_spread_v3'), got {self.name!r}")
+        own = ENV_OWN_KEYS if self.name in ENVIRONMENTS else ()
+        object.__setattr__(self, "kwargs", _check_env_kwargs(self.kwargs, own))
         if self.n_agents < 2:
             raise ValueError(f"env.n_agents must be >= 2, got {self.n_agents}")
         if self.name == "treasure_collection" and self.n_agents < 3:
@@ -283,7 +330,7 @@ class TrainConfig:
     sampling_noise: str = "independent"
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
-    # Evaluation during training (marl.evaluate.evaluate_policy): after every eval_every-th outer iteration (0 = off),
+    # Evaluation during training (marl.evaluation.evaluate_policy): after every eval_every-th outer iteration (0 = off),
     # eval_episodes episodes with the greedy (mode) policy on environments of their own, seeded apart from the
     # training ones and the same at every evaluation; logged as eval/* in the same row. Off by default because the
     # MPI backend cannot act greedily yet (it refuses eval_every > 0); in-process an evaluation of 10 episodes costs
@@ -562,12 +609,24 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
             continue
         spelled[key] = old
         parts = key.split(".")
-        if len(parts) == 1:
+        if len(parts) == 3 and parts[:2] == ["env", "kwargs"]:
+            data["env"]["kwargs"][parts[2]] = _kwarg_value(value.strip())
+        elif len(parts) == 1:
             if parts[0] in sections():
                 raise ValueError(f"override {item!r} names a whole section; use {parts[0]}.key=value")
             data[parts[0]] = value
         elif len(parts) == 2 and parts[0] in sections():
             data[parts[0]][parts[1]] = value
         else:
-            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(sections())}")
+            raise ValueError(f"override key {key!r} must be key or section.key with section in {sorted(sections())}, "
+                             "or env.kwargs.NAME")
     return config_from_dict(data, spelled=spelled)
+
+
+def _kwarg_value(text: str) -> Any:
+    """A command-line ``env.kwargs.NAME=VALUE`` value: read as a TOML value (``3``, ``0.5``, ``true``, ``[1, 2]``,
+    ``"x"``), else taken as the string itself (``mpe2``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -80,7 +80,7 @@ import torch
 
 from consensus_admm import ADMMSettings, Averaging
 
-from .algos.baselines import _mean_over_agents, _step_metrics, trpo_policy_update
+from .algos.baselines import mean_over_agents, step_metrics, trpo_policy_update
 from .algos.batch import samples, standardize
 from .algos.from_config import learner_settings, matrpo_settings, trpo_settings
 from .algos.learner import Learner
@@ -326,7 +326,7 @@ def _merge_itrpo(parts, config) -> dict[str, float]:
     for p in parts:
         metrics.update(p["metrics"])
     metrics["time/value_fit"] = max(p["value_fit_seconds"] for p in parts)
-    _mean_over_agents(metrics, ["trpo/kl", "trpo/accepted", "trpo/surrogate_improvement", "value/loss",
+    mean_over_agents(metrics, ["trpo/kl", "trpo/accepted", "trpo/surrogate_improvement", "value/loss",
                                 "value/explained_variance"], n)
     metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
     return metrics
@@ -532,7 +532,7 @@ class _ITRPOAgent:
         vf, seconds = _timed_value_fit(self.learner, obs, ret, val)
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
         info = trpo_policy_update(self.learner, obs, samples(d["actions"][..., i:i + 1]), adv, self.trpo)
-        metrics = _step_metrics(f"_agent_{i}", info)
+        metrics = step_metrics(f"_agent_{i}", info)
         metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
         metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
         return {"metrics": metrics, "value_fit_seconds": seconds}

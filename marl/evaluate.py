@@ -1,25 +1,8 @@
-"""Evaluation: episodes with a policy, during training and of a trained run, with convention-free metrics.
+"""Evaluate a trained run (``python -m marl eval RUN``): episodes with its saved policies, metrics, optional GIF.
 
-During training (``TrainConfig.eval_every``): after every ``eval_every``-th outer iteration, :func:`evaluate_policy`
-plays ``eval_episodes`` episodes with the greedy (mode) policy, one per copy of a batched environment of its own,
-and the loop logs them as ``eval/*`` in that iteration's row:
-
-=====================  ==========================================================================================
-``eval/return``        mean team return (sum over agents and steps), the convention of ``env/return``
-``eval/return_std``    its standard deviation over the episodes (population, ddof = 0)
-``eval/return_agent_i`` mean return of agent i
-``eval/episode_length`` mean episode length; ``eval/episodes``: episodes played
-``eval/<metric>``      the environment's episode metrics (e.g. ``eval/episode_collisions``), like ``env/<metric>``
-=====================  ==========================================================================================
-
-Seeds: evaluation environment ``b`` of a run with seed ``s`` is reset with ``s + EVAL_SEED_OFFSET + b`` at every
-evaluation, so every evaluation of a run plays the same initial states (its curve measures the policy, not the
-draw), and none of them is a training environment's seed (those are ``s + b``, ``b < env.n_envs``). Greedy acting
-draws nothing from the algorithms' action generators and the evaluation environments are separate objects, so a run
-with evaluation trains exactly as one without (tested), and a resumed run re-evaluates identically.
-
-``python -m marl eval RUN`` (:func:`evaluate`) samples actions by default, as the original code tests its policies,
-and takes the mode with ``--greedy``.
+:func:`evaluate` samples actions by default, as the original code tests its policies, and takes the mode with
+``--greedy``; episodes are played by :func:`marl.evaluation.play_episodes`, as the ``eval/*`` evaluations during
+training are (their seeds and metrics are described there).
 """
 
 from __future__ import annotations
@@ -31,42 +14,9 @@ import torch
 
 from .algos import make_algorithm
 from .checkpoint import load_checkpoint
-from .rollout import collect_rollout, episode_metrics
+from .env_factory import make_env_for, parallel_env_for
+from .evaluation import MAX_EVAL_STEPS, play_episodes
 from .rundir import load_run_config, restore_algorithm
-
-# Evaluation seeds start this far above the run's seed: disjoint from its training environments' seeds while
-# env.n_envs < 2**31, and below 2**32 (what numpy's legacy seeding and many environments accept) for seeds < 2**31.
-EVAL_SEED_OFFSET = 2**31
-
-
-def eval_seed(seed: int) -> int:
-    """The seed of evaluation environment 0 of a run with ``seed`` (environment b gets ``eval_seed(seed) + b``)."""
-    return seed + EVAL_SEED_OFFSET
-
-
-def play_episodes(venv, algo, *, seed: int, n_steps: int, greedy: bool) -> list[dict]:
-    """Reset ``venv`` with ``seed`` and act with ``algo`` for ``n_steps`` joint steps; the finished episodes.
-
-    With ``n_steps`` the episode horizon and no early termination, every copy of ``venv`` finishes one episode.
-    ``greedy``: every agent takes its policy's mode; otherwise actions are sampled from the algorithm's generators.
-    """
-    obs = venv.reset(seed=seed)
-    rollout, _ = collect_rollout(venv, lambda o: algo.act(o, greedy=greedy), obs, n_steps)
-    return rollout.episodes
-
-
-def evaluation_metrics(episodes: list[dict]) -> dict[str, float]:
-    """``eval/*`` metrics of finished episodes: those of ``env/*`` (same conventions) and ``eval/return_std``."""
-    if not episodes:
-        return {}
-    out = {f"eval/{k.split('/', 1)[1]}": v for k, v in episode_metrics(episodes).items()}
-    out["eval/return_std"] = float(np.stack([ep["return"] for ep in episodes]).sum(axis=1).std())
-    return out
-
-
-def evaluate_policy(venv, algo, *, seed: int, n_steps: int) -> dict[str, float]:
-    """One evaluation during training: ``venv.n_envs`` greedy episodes from ``seed``, as ``eval/*`` metrics."""
-    return evaluation_metrics(play_episodes(venv, algo, seed=seed, n_steps=n_steps, greedy=True))
 
 
 def load_trained(run_dir: str | Path):
@@ -75,8 +25,6 @@ def load_trained(run_dir: str | Path):
     Raises ``ValueError`` naming the file for a missing or unreadable ``config.json`` or ``checkpoint.pt`` and for a
     checkpoint that does not fit the configuration; the checkpoint is loaded without executing pickled code.
     """
-    from .train import make_env_for  # here, not at the top: marl.train imports this module
-
     config = load_run_config(run_dir)
     state = load_checkpoint(run_dir, required=("algo",))
     venv = make_env_for(config, n_envs=1)
@@ -99,11 +47,12 @@ def evaluate(run_dir: str | Path, *, episodes: int = 20, seed: int = 12345, gif:
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    from .train import make_env_for  # here, not at the top: marl.train imports this module
-
     config, algo = load_trained(run_dir)
     venv = make_env_for(config, n_envs=episodes, seed=seed)
-    eps = play_episodes(venv, algo, seed=seed, n_steps=config.env.max_cycles, greedy=greedy)
+    try:
+        eps = play_episodes(venv, algo, seed=seed, greedy=greedy, max_steps=max(MAX_EVAL_STEPS, config.env.max_cycles))
+    finally:
+        venv.close()
     returns = np.stack([e["return"] for e in eps])
     out = {
         "episodes": len(eps),
@@ -126,12 +75,13 @@ def write_policy_gif(config, algo, path: str | Path, *, seed: int = 0, greedy: b
     ``render_mode='rgb_array'``)."""
     from . import envs
 
-    module = getattr(envs, f"{config.env.name}_v0")
-    env = module.parallel_env(n_agents=config.env.n_agents, reward_mode=config.env.reward_mode,
-                              max_cycles=config.env.max_cycles, render_mode="rgb_array")
+    env = parallel_env_for(config, render_mode="rgb_array")
+    obs_dims = [int(np.prod(env.observation_space(a).shape)) for a in env.possible_agents]
 
     def policy(obs, env):
-        tensors = [torch.as_tensor(np.asarray(obs[a], dtype=np.float32))[None] for a in env.possible_agents]
+        # flattened as PettingZooVectorAdapter does; an agent that has left observes zeros
+        tensors = [torch.as_tensor(np.asarray(obs[a], dtype=np.float32).reshape(1, -1)) if a in obs
+                   else torch.zeros(1, d) for a, d in zip(env.possible_agents, obs_dims)]
         with torch.no_grad():
             joint = algo.act(tensors, greedy=greedy)[0].numpy()
         return {a: int(joint[k]) for k, a in enumerate(env.possible_agents) if a in env.agents}

@@ -26,7 +26,50 @@ def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a metrics file of this package ({exc})") from None
     if not rows or "env/steps" not in cols:
         raise ValueError(f"{path} has no rows with env/steps (the run logged no iteration yet)")
-    return {k: np.asarray(v) for k, v in cols.items()}
+    return _rename_legacy({k: np.asarray(v) for k, v in cols.items()})
+
+
+_SECTIONS = ("env", "eval")  # the sections that hold episode metrics
+
+
+def _rename_legacy(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns of runs logged before the episode metrics said what they hold, under today's names.
+
+    Such runs logged an environment metric ``m`` as ``env/m`` (its value at each episode's last step) and
+    ``env/episode_m`` (its sum over the episode), and likewise under ``eval/``; they are now ``env/m_last_step`` and
+    ``env/m_episode_sum`` (:func:`marl.rollout.episode_metric_names`). A run resumed across the renaming has both:
+    the old rows fill the new columns where those are empty.
+    """
+    out = dict(cols)
+    for key in cols:
+        section, _, name = key.partition("/")
+        base = name.removeprefix("episode_")
+        if section not in _SECTIONS or base == name or f"{section}/{base}" not in cols:
+            continue  # not a legacy pair (env/episode_length, the mean episode length, has no env/length)
+        for old, new in ((key, f"{section}/{base}_episode_sum"), (f"{section}/{base}", f"{section}/{base}_last_step")):
+            values = out.pop(old)
+            out[new] = np.where(np.isnan(out[new]), values, out[new]) if new in out else values
+    return out
+
+
+def find_metric(cols: dict[str, np.ndarray], metric: str) -> np.ndarray | None:
+    """The column ``metric`` of :func:`read_metrics` output, or None; a legacy name (``env/episode_m``: the episode
+    sum, ``env/m``: the last step's value; also under ``eval/``) finds its column under today's name."""
+    if metric in cols:
+        return cols[metric]
+    section, _, name = metric.partition("/")
+    if section not in _SECTIONS:
+        return None
+    base = name.removeprefix("episode_")
+    return cols.get(f"{section}/{base}_episode_sum" if base != name else f"{metric}_last_step")
+
+
+def metric_column(cols: dict[str, np.ndarray], metric: str, where: str) -> np.ndarray:
+    """:func:`find_metric`, with a ``ValueError`` naming ``where`` and the columns when ``metric`` is absent."""
+    column = find_metric(cols, metric)
+    if column is None:
+        raise ValueError(f"metric {metric!r} not in {where}; columns: {sorted(cols)[:20]} ...")
+    return column
 
 
 def run_label(run_dir: str | Path) -> str:
@@ -68,12 +111,11 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         raise ValueError(f"labels must give one label per run directory ({len(run_dirs)}), got {len(labels)}")
     for d, label in zip(run_dirs, labels):
         cols = read_metrics(d)
-        if metric not in cols:
-            raise ValueError(f"metric {metric!r} not in {d}/metrics.csv; columns: {sorted(cols)[:20]} ...")
-        logged = np.isfinite(cols[metric])
+        column = metric_column(cols, metric, f"{d}/metrics.csv")
+        logged = np.isfinite(column)
         if not logged.any():
             raise ValueError(f"metric {metric!r} has no value yet in {d}/metrics.csv")
-        y, x = cols[metric][logged], cols["env/steps"][logged]
+        y, x = column[logged], cols["env/steps"][logged]
         if smooth > len(y):
             raise ValueError(f"smooth (--smooth) {smooth} is longer than the {len(y)} rows of {d}")
         if smooth > 1:
@@ -107,7 +149,7 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     return out
 
 
-TABLE_METRICS = ("env/return", "env/episode_coverage_distance", "env/episode_collisions")
+TABLE_METRICS = ("env/return", "env/coverage_distance_episode_sum", "env/collisions_episode_sum")
 
 
 def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_METRICS) -> dict:
@@ -148,10 +190,10 @@ def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_ME
             raise ValueError(f"window (--window) {window} needs {window} iterations up to {at_steps} steps; "
                              f"{d} has {len(idx)}")
         sel = idx[-window:]
-        row = {k: float(np.nanmean(cols[k][sel])) for k in metrics if k in cols}
-        if "env/episode_coverage_distance" in cols and "env/episode_length" in cols:
+        row = {k: float(np.nanmean(c[sel])) for k in metrics for c in [find_metric(cols, k)] if c is not None}
+        if "env/coverage_distance_episode_sum" in cols and "env/episode_length" in cols:
             # per-step mean of the coverage distance (sum over landmarks of the nearest agent's distance)
-            per_step = cols["env/episode_coverage_distance"][sel] / cols["env/episode_length"][sel]
+            per_step = cols["env/coverage_distance_episode_sum"][sel] / cols["env/episode_length"][sel]
             row["env/coverage_distance_per_step"] = float(np.nanmean(per_step))
         groups[label].append(row)
     if not groups:

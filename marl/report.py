@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write_bytes
-from .plotting import read_metrics
-from .sweep import MANIFEST_NAME, read_done
+from .plotting import metric_column, read_metrics
+from .sweepdir import MANIFEST_NAME, read_done
 
 REPORT_DIR = "report"
 
@@ -88,12 +88,11 @@ def final_performance(values, episodes, final_episodes: int = 100) -> tuple[floa
 def run_summary(run_dir: str | Path, *, metric: str, final_episodes: int, n_agents: int) -> dict:
     """Final performance, consensus error and communication of one run (see the module docstring)."""
     cols = read_metrics(run_dir)
-    if metric not in cols:
-        raise ValueError(f"report.metric {metric!r} is not a column of {run_dir}/metrics.csv")
+    values = metric_column(cols, metric, f"{run_dir}/metrics.csv (report.metric)")
     # eval/* metrics average the evaluation's own episodes; every other metric is per training episode
     count = "eval/episodes" if metric.startswith("eval/") else "env/episodes"
-    episodes = cols.get(count, np.zeros(len(cols[metric])))  # absent when no episode ever ended
-    final, used = final_performance(cols[metric], episodes, final_episodes)
+    episodes = cols.get(count, np.zeros(len(values)))  # absent when no episode ever ended
+    final, used = final_performance(values, episodes, final_episodes)
     out = {"final": final, "env_steps": float(cols["env/steps"][-1]), "iterations": len(cols["env/steps"])}
     if "admm/consensus_error" in cols and used:
         out["consensus_error"] = float(np.nanmean(cols["admm/consensus_error"][used]))

@@ -31,7 +31,8 @@ class Rollout:
     terminated, truncated : Tensor [T, B] (bool).
     done_index : LongTensor [K, 2]: (t, b) of every step after which the environment was reset.
     final_obs : list of Tensor [K, obs_dim_i]: the true next observation at those steps.
-    episodes : per finished episode: ``return`` [n_agents] and the environment's convention-free metrics.
+    episodes : per finished episode: ``return`` [n_agents], ``length`` and the environment's convention-free metrics,
+        named by :func:`episode_metric_names` (``collisions_episode_sum``, ``collisions_last_step`` ...).
     """
 
     obs: list[torch.Tensor]
@@ -74,7 +75,7 @@ def collect_rollout(
     done_idx: list[tuple[int, int]] = []
     final_buf = [[] for _ in range(n_agents)]
     episodes: list[dict] = []
-    metric_keys: list[str] | None = None
+    metric_names: dict[str, str] | None = None
     for t in range(n_steps):
         obs_t = [torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)) for o in obs]
         with torch.no_grad():
@@ -94,13 +95,14 @@ def collect_rollout(
             for i in range(n_agents):
                 final_buf[i].append(torch.from_numpy(np.asarray(final[i][envs], dtype=np.float32)))
             done_idx.extend((t, int(b)) for b in envs)
-            if metric_keys is None:
-                metric_keys = [k for k, v in info.items() if _is_per_env_metric(k, v, done.shape[0])]
+            if metric_names is None:
+                metric_names = episode_metric_names([k for k, v in info.items()
+                                                     if _is_per_env_metric(k, v, done.shape[0])])
             for b in envs:
                 ep = {"return": np.asarray(info["episode_return"][b], dtype=np.float64).copy()}
                 ep["length"] = int(info["episode_length"][b])
-                for k in metric_keys:
-                    ep[k] = float(np.asarray(info[k])[b])
+                for k, name in metric_names.items():
+                    ep[name] = float(np.asarray(info[k])[b])
                 episodes.append(ep)
     rollout = Rollout(
         obs=[torch.stack(o) for o in obs_buf],
@@ -114,6 +116,25 @@ def collect_rollout(
         episodes=episodes,
     )
     return rollout, obs
+
+
+def episode_metric_names(keys: list[str]) -> dict[str, str]:
+    """The name a finished episode's record gives each per-environment ``info`` metric, saying what it holds.
+
+    A VectorEnv's ``info`` holds per-step metrics ``m`` and their running episode sums ``episode_m``. At the step that
+    ends an episode, ``m`` is the value of that last step only (e.g. the collisions of step 100) and ``episode_m`` is
+    the sum over the episode. They are recorded as ``m_last_step`` and ``m_episode_sum``, so that neither can be
+    read as the other (``env/collisions_episode_sum`` in metrics.csv is the episode total, the figure that
+    ``python -m marl table`` reports).
+
+    >>> episode_metric_names(["collisions", "episode_collisions"])
+    {'collisions': 'collisions_last_step', 'episode_collisions': 'collisions_episode_sum'}
+    """
+    names = {}
+    for key in keys:
+        base = key.removeprefix("episode_")
+        names[key] = f"{base}_episode_sum" if base != key and base in keys else f"{key}_last_step"
+    return names
 
 
 def _is_per_env_metric(key: str, value, n_envs: int) -> bool:

@@ -80,9 +80,8 @@ from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
 from .config import TrainConfig, check_types, config_from_dict, current_key, sections
+from .sweepdir import DONE_NAME, MANIFEST_NAME, read_done
 
-MANIFEST_NAME = "experiment.json"
-DONE_NAME = "done.json"
 LOCK_NAME = ".sweep.lock"  # not train()'s own ".lock": the worker holds both
 WORKER_LOG = "worker.log"
 BUSY_EXIT = 3  # worker exit status: the run directory is locked by another process
@@ -367,11 +366,6 @@ def _culprit(base: dict, params: dict[str, Any], steps: int) -> str:
 # -- run directories --------------------------------------------------------------------------------------------------
 def run_dir_of(exp_dir: Path, cell: Cell, seed: int) -> Path:
     return exp_dir / "runs" / cell.name / f"seed_{seed}"
-
-
-def read_done(run_dir: Path) -> dict | None:
-    path = run_dir / DONE_NAME
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def run_state(run_dir: Path, steps: int) -> str:

@@ -19,7 +19,7 @@ A resumed run keeps its saved settings (a different one is refused) except ``tot
 :data:`marl.rundir.RESUMABLE_CHANGES`.
 
 With ``eval_every > 0``, every ``eval_every``-th iteration's row also holds ``eval/*``: greedy episodes on
-environments of their own (:mod:`marl.evaluate`), which leave the training streams untouched.
+environments of their own (:mod:`marl.evaluation`), which leave the training streams untouched.
 
 Every iteration's losses, metrics and parameters are checked: a NaN or infinity stops the run with
 :class:`~marl.divergence.TrainingDiverged`, naming the quantity and the likely setting, after checkpointing the state at the start of
@@ -42,8 +42,8 @@ from .algos import make_algorithm
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .divergence import TrainingDiverged, divergence_message, nonfinite_metrics
-from .envs import make_vector_env
-from .evaluate import eval_seed, evaluate_policy
+from .env_factory import make_env_for
+from .evaluation import MAX_EVAL_STEPS, eval_seed, evaluate_policy
 from .metrics_log import MetricLogger
 from .rollout import collect_rollout, episode_metrics
 from .rundir import (
@@ -56,19 +56,6 @@ from .rundir import (
     restore_algorithm,
     save_config,
 )
-
-
-def make_env_for(config: TrainConfig, n_envs: int | None = None, seed: int | None = None):
-    """The batched environment a config trains on."""
-    env = config.env
-    return make_vector_env(
-        env.name,
-        n_envs=env.n_envs if n_envs is None else n_envs,
-        n_agents=env.n_agents,
-        seed=config.seed if seed is None else seed,
-        reward_mode=env.reward_mode,
-        max_cycles=env.max_cycles,
-    )
 
 
 @dataclass(frozen=True)
@@ -240,7 +227,7 @@ def _train_loop(config: TrainConfig, run_dir: Path, venv, algo, obs, start: int,
                 if eval_env is None:  # its own environments: the training ones' state is untouched
                     eval_env = make_env_for(config, n_envs=config.eval_episodes, seed=eval_seed(config.seed))
                 metrics.update(evaluate_policy(eval_env, algo, seed=eval_seed(config.seed),
-                                               n_steps=config.env.max_cycles))
+                                               max_steps=max(MAX_EVAL_STEPS, config.env.max_cycles)))
                 metrics["time/eval"] = time.perf_counter() - t3
             logger.log(it, metrics)
             it += 1

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -65,7 +66,10 @@ def test_marl_command_parses(command):
 
     args = build_parser().parse_args(shlex.split(command)[3:])
     if args.command == "train" and args.set:
-        apply_overrides(TrainConfig(), args.set)
+        config = TrainConfig()
+        if args.env:  # the overrides apply to the environment --env names (env.kwargs differ per environment)
+            config = dataclasses.replace(config, env=dataclasses.replace(config.env, name=args.env))
+        apply_overrides(config, args.set)
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if "pip install -e" in c])

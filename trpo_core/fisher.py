@@ -69,6 +69,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ._mlp import Recorder, chain_of
 from .distributions import Distribution
 from .params import unflatten
 
@@ -109,62 +110,6 @@ class _Call(nn.Module):
 
     def forward(self, *args: Any) -> Any:
         return self._fn(*args)
-
-
-_ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.SELU, nn.ELU, nn.CELU, nn.LeakyReLU, nn.Sigmoid, nn.Identity, nn.GELU, nn.SiLU,
-                nn.Softplus, nn.Mish)
-
-
-class _Recorder:
-    """Records, in call order, every leaf submodule call (module, input, output) during the build forward."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.records: list[tuple[nn.Module, tuple[Any, ...], Any, Any, Any, int]] = []
-        leaves = [m for m in module.modules() if not list(m.children())]
-        self._handles = [m.register_forward_hook(self._hook) for m in leaves]
-
-    def _hook(self, mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        # During functional_call, mod.weight / mod.bias are the snapshot tensors.
-        # The output's version counter reveals in-place edits made to it after the call (e.g. h.relu_()).
-        version = output._version if isinstance(output, Tensor) else -1
-        self.records.append((mod, inputs, output, getattr(mod, "weight", None), getattr(mod, "bias", None), version))
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-
-
-def _chain_of(records: list) -> list[tuple] | None:
-    """The recorded leaf calls as a chain of ``nn.Linear`` and elementwise activations, or None.
-
-    Returns (kind, module, input, output, weight, bias) per call, kind "linear" or "act", when every call took one
-    tensor (2-D for a Linear), the output of the call before it, was not edited in place afterwards, and is a Linear
-    or a parameter-free elementwise activation (torch's, or a module with ``elementwise = True``).
-    """
-    if not records or len({id(r[0]) for r in records}) != len(records):
-        return None  # nothing recorded, or a layer called twice (weight sharing)
-    chain: list[tuple] = []
-    prev_out = None
-    for k, (mod, inputs, out, weight, bias, version) in enumerate(records):
-        if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or not isinstance(out, Tensor):
-            return None
-        if out._version != version:
-            return None  # modified in place after the layer ran: the recorded chain is not what was computed
-        x = inputs[0]
-        if k > 0 and x is not prev_out:
-            return None  # not a chain (branching, residual, or something between the layers)
-        if isinstance(mod, nn.Linear):
-            if x.dim() != 2:
-                return None
-            chain.append(("linear", mod, x, out, weight, bias))
-        elif isinstance(mod, _ELEMENTWISE) or getattr(mod, "elementwise", False) is True:
-            if any(p.requires_grad for p in mod.parameters()):
-                return None
-            chain.append(("act", mod, x, out, weight, bias))
-        else:
-            return None
-        prev_out = out
-    return chain
 
 
 def _is_view_of(z: Tensor, y: Tensor) -> bool:
@@ -212,7 +157,7 @@ class _Chain:
 
     @classmethod
     def build(cls, records: list, dist: Distribution, theta: list[Tensor]) -> "_Chain | None":
-        calls = _chain_of(records)
+        calls = chain_of(records)
         if calls is None or calls[0][2].requires_grad:
             return None  # not a chain, or the chain's input depends on parameters: use autograd
         index = {id(t): i for i, t in enumerate(theta)}
@@ -388,7 +333,7 @@ class FisherVectorProduct:
         args = sub if isinstance(sub, tuple) else (sub,)
         wrapper = _Call(module, dist_fn)
         mapping = {"module." + n: t for (n, _), t in zip(named, self._theta)}
-        recorder = _Recorder(module) if form == "fast" else None
+        recorder = Recorder(module) if form == "fast" else None
         try:
             dist = functional_call(wrapper, mapping, args)
         finally:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fisher import _chain_of, _Recorder
+from ._mlp import Recorder, chain_of
 from .settings import ValueFitSettings
 
 __all__ = ["ValueFitInfo", "ValueFitter", "fit_stacked"]
@@ -248,13 +248,13 @@ def _linear_chain(module: nn.Module, args: tuple[Tensor, ...]) -> list[tuple] | 
     if len(args) != 1 or args[0].dim() != 2:
         return None
     probe = args[0][:4]
-    recorder = _Recorder(module)
+    recorder = Recorder(module)
     try:
         with torch.no_grad():
             out = module(probe)
     finally:
         recorder.remove()
-    calls = _chain_of(recorder.records)
+    calls = chain_of(recorder.records)
     if calls is None or calls[0][2] is not probe:
         return None
     last = calls[-1][3]

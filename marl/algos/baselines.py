@@ -30,7 +30,8 @@ from .seeding import seed_sequence
 from .value_fits import ValueFits, value_fit_executor
 
 
-def _step_metrics(prefix: str, info) -> dict[str, float]:
+def step_metrics(prefix: str, info) -> dict[str, float]:
+    """The ``trpo/*`` metrics of one ``trpo_core.StepInfo``, keys suffixed with ``prefix`` (e.g. ``_agent_0``)."""
     return {
         f"trpo/kl{prefix}": info.kl,
         f"trpo/accepted{prefix}": float(info.accepted),
@@ -40,7 +41,8 @@ def _step_metrics(prefix: str, info) -> dict[str, float]:
     }
 
 
-def _mean_over_agents(metrics: dict[str, float], keys: list[str], n: int) -> None:
+def mean_over_agents(metrics: dict[str, float], keys: list[str], n: int) -> None:
+    """Set ``metrics[key]`` to the mean of ``metrics[key_agent_i]`` over the ``n`` agents, for every key."""
     for key in keys:
         metrics[key] = float(np.mean([metrics[f"{key}_agent_{i}"] for i in range(n)]))
 
@@ -87,12 +89,12 @@ class ITRPO(TeamCheckpoint):
                 adv = standardize(adv, float(adv.mean()), float(adv.std()))
                 own_action = samples(rollout.actions[..., i : i + 1])
                 info = trpo_policy_update(agent, obs, own_action, adv, self.trpo)
-            metrics.update(_step_metrics(f"_agent_{i}", info))
+            metrics.update(step_metrics(f"_agent_{i}", info))
         fits, metrics["time/value_fit"] = value_fits.result()
         for i, vf in enumerate(fits):
             metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
             metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]
-        _mean_over_agents(metrics, ["trpo/kl", "trpo/accepted", "trpo/surrogate_improvement", "value/loss",
+        mean_over_agents(metrics, ["trpo/kl", "trpo/accepted", "trpo/surrogate_improvement", "value/loss",
                                     "value/explained_variance"], self.n_agents)
         metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
         return metrics
@@ -134,7 +136,7 @@ class CTRPO:
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
         info = trpo_policy_update(self.learner, obs, samples(rollout.actions), adv, self.trpo)
         (vf,), fit_seconds = value_fits.result()
-        metrics = _step_metrics("", info)
+        metrics = step_metrics("", info)
         metrics["trpo/accepted_fraction"] = metrics.pop("trpo/accepted")
         metrics["value/loss"] = vf["value_loss"]
         metrics["value/explained_variance"] = vf["explained_variance"]

@@ -17,11 +17,10 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from marl.envs._rng import UniformPool, _fresh_base_seed, base_seed_from
+from marl.envs._physics import CONT_DIM, N_MOVES
+from marl.envs._rng import UniformPool, base_seed_from, fresh_base_seed
 from marl.envs.vector import VectorEnv
 
-N_MOVES = 5
-CONT_DIM = 5
 REWARD_MODES = ("private", "shared", "mpe2")
 VARIANTS = ("paper", "mpe2")
 BACKENDS = ("numba", "numpy")
@@ -145,7 +144,7 @@ class ParticleVectorEnv(VectorEnv):
         """Reset every environment; return the flat observation buffer (see :meth:`views`)."""
         base = base_seed_from(seed)
         if base is None and not self._was_reset:
-            base = self._pending_seed if self._pending_seed is not None else _fresh_base_seed()
+            base = self._pending_seed if self._pending_seed is not None else fresh_base_seed()
         if base is not None:
             self._pool.seed(base)
         else:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 
-def _fresh_base_seed() -> int:
+def fresh_base_seed() -> int:
     """Return a base seed drawn from OS entropy (used when a first reset is unseeded)."""
     return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
 

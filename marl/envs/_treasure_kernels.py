@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from marl.envs._navigation_kernels import (
+from marl.envs._physics import (
     CONTACT_FORCE,
     CONTACT_MARGIN,
     DAMPING,
@@ -40,6 +40,7 @@ from marl.envs._navigation_kernels import (
     action_direction_numpy,
     check_actions,
     check_actions_numpy,
+    copy_obs,
     logaddexp0,
     logaddexp0_numpy,
 )
@@ -217,14 +218,6 @@ def _write_obs(b, pos, vel, hold, tpos, ttype, talive, btype, n_hunters, n_types
                 for q in range(K):
                     obs[o + 2 + q] = 1.0 if ttype[b, k] == q else 0.0
             o += 2 + K
-
-
-@njit(cache=True, inline="always")
-def _copy_obs(b, obs, final_obs, obs_off, obs_dim):
-    for i in range(obs_off.shape[0]):
-        o = obs_off[i] + b * obs_dim[i]
-        for k in range(obs_dim[i]):
-            final_obs[o + k] = obs[o + k]
 
 
 @njit(cache=True, inline="always")
@@ -420,7 +413,7 @@ def _step_env(b, pos, vel, hold, tpos, ttype, talive, t, ep_ret, act_i, act_c, c
     term[b] = False
     trunc[b] = done
     if done and autoreset:
-        _copy_obs(b, obs, final_obs, obs_off, obs_dim)
+        copy_obs(b, obs, final_obs, obs_off, obs_dim)
         _reset_env(b, pos, vel, hold, tpos, ttype, talive, t, ep_ret, K, buf, ptr)
         _write_obs(b, pos, vel, hold, tpos, ttype, talive, btype, H, K, variant, order, key, obs, obs_off, obs_dim)
 

@@ -42,11 +42,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from marl.envs._rng import base_seed_from
+from marl.envs._rng import base_seed_from, fresh_base_seed
 
-__all__ = ["VectorEnv", "PettingZooVectorAdapter", "make_vector_env", "ENV_NAMES"]
-
-ENV_NAMES = ("cooperative_navigation", "treasure_collection")
+__all__ = ["VectorEnv", "PettingZooVectorAdapter"]
 
 
 class VectorEnv(abc.ABC):
@@ -126,87 +124,15 @@ class VectorEnv(abc.ABC):
         return f"{type(self).__name__}(n_envs={self.n_envs}, n_agents={self.n_agents})"
 
 
-def make_vector_env(
-    name: str,
-    n_envs: int,
-    n_agents: int | None = None,
-    seed: int | np.random.Generator | None = None,
-    reward_mode: str = "private",
-    max_cycles: int = 100,
-    continuous_actions: bool = False,
-    **kwargs: Any,
-) -> VectorEnv:
-    """Return a batched environment of one of the paper's tasks, reset with ``seed``.
-
-    Parameters
-    ----------
-    name : {"cooperative_navigation", "treasure_collection"}
-        Task (a ``_v0`` suffix is accepted).
-    n_envs : int
-        Batch size B >= 1.
-    n_agents : int, optional
-        Number of agents. Navigation: N agents and N landmarks (default 3). Treasure collection: hunters plus
-        banks (default 8, split as in the paper: 8 -> 6 + 2, 12 -> 10 + 2, generally N - 2 hunters and 2 banks);
-        ``n_hunters`` / ``n_banks`` may be given instead or in addition (they must then add up to ``n_agents``).
-    seed : int, numpy Generator or None
-        Environment b is seeded from ``seed + b``.
-    reward_mode : {"private", "shared", "mpe2"}
-        Reward convention (formulas in each task's module docstring).
-    max_cycles : int
-        Episode length (truncation); the paper uses 100.
-    continuous_actions : bool
-        Box(0, 1, (5,)) actions in mpe2's layout instead of Discrete(5).
-    **kwargs
-        Further task options (``variant``, ``local_ratio``, ``clip_actions``, ``n_hunters``, ``n_banks``,
-        ``n_treasures``) and engine options: ``backend`` ("numba" or "numpy") and ``parallel`` (Numba threads; off by
-        default).
-
-    Returns
-    -------
-    VectorEnv
-        Not yet reset: the first ``reset()`` without a seed uses ``seed``.
-
-    Examples
-    --------
-    >>> venv = make_vector_env("cooperative_navigation", n_envs=4, n_agents=3, seed=0)
-    >>> obs = venv.reset()
-    >>> obs, rew, term, trunc, info = venv.step(np.zeros((4, 3), dtype=np.int64))
-    >>> [o.shape for o in obs], rew.shape
-    ([(4, 14), (4, 14), (4, 14)], (4, 3))
-    """
-    key = name[:-3] if name.endswith("_v0") else name
-    if key == "cooperative_navigation":
-        from marl.envs.cooperative_navigation_v0 import CooperativeNavigationVectorEnv
-
-        if n_agents is not None:
-            kwargs["n_agents"] = n_agents
-        cls: type = CooperativeNavigationVectorEnv
-    elif key == "treasure_collection":
-        from marl.envs.treasure_collection_v0 import TreasureCollectionVectorEnv
-
-        if n_agents is not None:
-            kwargs["n_agents"] = n_agents
-        cls = TreasureCollectionVectorEnv
-    else:
-        raise ValueError(f"name must be one of {ENV_NAMES}, got {name!r}")
-    return cls(
-        n_envs=n_envs,
-        seed=seed,
-        reward_mode=reward_mode,
-        max_cycles=max_cycles,
-        continuous_actions=continuous_actions,
-        **kwargs,
-    )
-
-
 class PettingZooVectorAdapter(VectorEnv):
     """Present any PettingZoo ``ParallelEnv`` through the :class:`VectorEnv` interface.
 
     The environments are stepped one after the other in this process. An environment's episode ends when it has
     no agents left (or every agent is terminated or truncated); it is then reset without a seed, so it continues
-    its own random stream. ``terminated[b]`` is true when any agent was terminated at the end, ``truncated[b]``
-    when the episode ended otherwise. Agents that leave before the others get zero observations and rewards until
-    the episode ends, and their actions are not passed on.
+    its own random stream (with ``resumable=True``: with that episode's own seed, see below). ``terminated[b]`` is
+    true when any agent was terminated at the end, ``truncated[b]`` when the episode ended otherwise. Agents that
+    leave before the others get zero observations and rewards until the episode ends, and their actions are not
+    passed on.
 
     Parameters
     ----------
@@ -216,12 +142,20 @@ class PettingZooVectorAdapter(VectorEnv):
         Number of environments; required with a single factory, inferred from a sequence.
     seed : int, numpy Generator or None
         Used by the first ``reset()`` that gets no seed: environment b is reset with ``seed + b``.
+    resumable : bool
+        Make :meth:`state_dict` / :meth:`load_state_dict` work, by replay. Episode k >= 1 of environment b is then
+        reset with its own seed :meth:`episode_seed` (base, b, k) instead of continuing the environment's random
+        stream, and the actions of each running episode are kept; loading a state resets every environment with
+        its episode's seed and replays those actions. This restores the exact state of any environment whose
+        episode is determined by its reset seed and the actions taken (the PettingZoo convention: randomness from
+        ``reset(seed)``'s generator); one that is not is detected (its replayed observation differs from the saved
+        one) and refused. Off by default, which keeps the plain behaviour above.
 
     Notes
     -----
     Observations are flattened to float32 vectors. Discrete action spaces must be ``Discrete`` and continuous ones
-    ``Box``; all agents must share the kind. ``state_dict`` is not supported (third-party environments do not
-    expose their full state).
+    ``Box``; all agents must share the kind. Without ``resumable``, ``state_dict`` is not supported (third-party
+    environments do not expose their full state).
 
     Examples
     --------
@@ -236,6 +170,7 @@ class PettingZooVectorAdapter(VectorEnv):
         env_fns: Callable[[], Any] | Sequence[Callable[[], Any]],
         n_envs: int | None = None,
         seed: int | np.random.Generator | None = None,
+        resumable: bool = False,
     ) -> None:
         if callable(env_fns):
             if n_envs is None:
@@ -273,6 +208,20 @@ class PettingZooVectorAdapter(VectorEnv):
         self._pending_seed = base_seed_from(seed)
         self._was_reset = False
         self.last_obs: list[np.ndarray] | None = None
+        self.resumable = bool(resumable)
+        self._base: int | None = None  # resumable: the base seed of the latest seeded reset
+        self._episode = np.zeros(self.n_envs, dtype=np.int64)  # resumable: episodes begun since then, minus one
+        self._actions: list[list[np.ndarray]] = [[] for _ in range(self.n_envs)]  # resumable: this episode's actions
+
+    @staticmethod
+    def episode_seed(base: int, env: int, episode: int) -> int:
+        """The reset seed of episode ``episode`` of environment ``env`` in resumable mode: ``base + env`` for the
+        first (Gymnasium's vector convention, as for the paper's tasks), then a 32-bit draw of
+        ``numpy.random.SeedSequence([base, env, episode])``, so that later episodes do not repeat one another, nor
+        those of a run with a nearby base seed (as ``base + env + n_envs * episode`` would)."""
+        if episode == 0:
+            return base + env
+        return int(np.random.SeedSequence([base, env, episode]).generate_state(1, np.uint32)[0])
 
     def _fill(self, out: list[np.ndarray], b: int, obs: dict[str, Any]) -> None:
         for i, agent in enumerate(self.agents):
@@ -286,6 +235,8 @@ class PettingZooVectorAdapter(VectorEnv):
         base = base_seed_from(seed)
         if base is None and not self._was_reset:
             base = self._pending_seed
+        if base is None and self.resumable:
+            base = fresh_base_seed()  # every episode needs a known seed to be replayed
         self._was_reset = True
         out = [np.zeros((self.n_envs, d), dtype=np.float32) for d in self.obs_dims]
         for b, env in enumerate(self.envs):
@@ -294,6 +245,9 @@ class PettingZooVectorAdapter(VectorEnv):
             self._fill(out, b, obs)
         self._ep_ret[:] = 0.0
         self._ep_len[:] = 0
+        self._base = base
+        self._episode[:] = 0
+        self._actions = [[] for _ in range(self.n_envs)]
         self.last_obs = out
         return out
 
@@ -313,10 +267,7 @@ class PettingZooVectorAdapter(VectorEnv):
             )
         return a
 
-    def step(self, actions: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every environment with ``actions`` (int [B, N] or float [B, N, a]); see :class:`VectorEnv`."""
-        if not self._was_reset:
-            raise RuntimeError("call reset() before step()")
+    def _checked_actions(self, actions: Any) -> np.ndarray:
         acts = np.asarray(actions)
         if self.continuous_actions:
             assert self.action_dims is not None
@@ -327,6 +278,13 @@ class PettingZooVectorAdapter(VectorEnv):
                 raise TypeError(f"discrete actions must be integers, got dtype {acts.dtype}")
         if acts.shape != want:
             raise ValueError(f"actions must have shape {want}, got {acts.shape}")
+        return acts
+
+    def step(self, actions: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every environment with ``actions`` (int [B, N] or float [B, N, a]); see :class:`VectorEnv`."""
+        if not self._was_reset:
+            raise RuntimeError("call reset() before step()")
+        acts = self._checked_actions(actions)
         # validate everything before touching any environment
         per_env = [
             {self.agents[i]: self._agent_action(acts, b, i) for i in range(self.n_agents)} for b in range(self.n_envs)
@@ -355,12 +313,20 @@ class PettingZooVectorAdapter(VectorEnv):
             if ended:
                 terminated[b] = any(bool(term.get(a, False)) for a in live)
                 truncated[b] = not terminated[b]
-                new_obs, _ = env.reset()
+                new_seed = None
+                if self.resumable:
+                    assert self._base is not None
+                    self._episode[b] += 1
+                    self._actions[b] = []
+                    new_seed = self.episode_seed(self._base, b, int(self._episode[b]))
+                new_obs, _ = env.reset(seed=new_seed)
                 self._live[b] = list(env.agents)
                 self._fill(obs_out, b, new_obs)
                 self._ep_ret[b] = 0.0
                 self._ep_len[b] = 0
             else:
+                if self.resumable:
+                    self._actions[b].append(acts[b].copy())
                 for i in range(self.n_agents):
                     obs_out[i][b] = final[i][b]
         info = {
@@ -371,6 +337,77 @@ class PettingZooVectorAdapter(VectorEnv):
         }
         self.last_obs = obs_out
         return obs_out, rewards, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what :meth:`load_state_dict` replays: per environment its episode's seed and actions so far, the
+        episode counters and the latest observations (resumable mode only)."""
+        if not self.resumable:
+            raise NotImplementedError(
+                "PettingZooVectorAdapter cannot save the state of third-party environments; "
+                "construct it with resumable=True to save and restore it by replay"
+            )
+        dtype = np.float64 if self.continuous_actions else np.int64
+        return {
+            "adapter": "PettingZooVectorAdapter",
+            "n_envs": self.n_envs,
+            "agents": list(self.agents),
+            "was_reset": self._was_reset,
+            "pending_seed": self._pending_seed,
+            "base": self._base,
+            "episode": self._episode.copy(),
+            # None for an episode without actions yet (an empty array would not load as plain data)
+            "actions": [np.asarray(a, dtype=dtype) if a else None for a in self._actions],
+            "episode_return": self._ep_ret.copy(),
+            "episode_length": self._ep_len.copy(),
+            "last_obs": None if self.last_obs is None else [o.copy() for o in self.last_obs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output by resetting each environment with its episode's seed and replaying
+        the episode's actions.
+
+        Raises
+        ------
+        ValueError
+            For a state of another adapter (batch size, agents), and when an environment's replayed observation
+            differs from the saved one (the environment is not determined by its seed and actions, so it cannot be
+            restored).
+        """
+        if not self.resumable:
+            raise NotImplementedError("construct the adapter with resumable=True to load a state")
+        if state.get("adapter") != "PettingZooVectorAdapter":
+            raise ValueError(f"state is not a PettingZooVectorAdapter state (keys {sorted(state)})")
+        if state["n_envs"] != self.n_envs or list(state["agents"]) != self.agents:
+            raise ValueError(f"state of {state['n_envs']} environments with agents {list(state['agents'])} does not "
+                             f"match this adapter ({self.n_envs} environments, agents {self.agents})")
+        self._pending_seed = state["pending_seed"]
+        self._was_reset = bool(state["was_reset"])
+        self._base = state["base"]
+        self._episode = np.asarray(state["episode"], dtype=np.int64).copy()
+        self._ep_ret = np.asarray(state["episode_return"], dtype=np.float64).copy()
+        self._ep_len = np.asarray(state["episode_length"], dtype=np.int64).copy()
+        self._actions = [[] if a is None else [row.copy() for row in np.asarray(a)] for a in state["actions"]]
+        if not self._was_reset:
+            self.last_obs = None
+            return
+        out = [np.zeros((self.n_envs, d), dtype=np.float32) for d in self.obs_dims]
+        for b, env in enumerate(self.envs):
+            obs, _ = env.reset(seed=self.episode_seed(self._base, b, int(self._episode[b])))
+            for row in self._actions[b]:
+                acts = row[None]
+                obs = env.step({a: self._agent_action(acts, 0, self._index[a]) for a in env.agents})[0]
+            self._live[b] = list(env.agents)
+            self._fill(out, b, obs)
+        saved = state["last_obs"]
+        for i, agent in enumerate(self.agents):
+            bad = np.flatnonzero(np.any(out[i] != np.asarray(saved[i]), axis=1))
+            if bad.size:
+                raise ValueError(
+                    f"environment {int(bad[0])} does not reproduce its saved observation of {agent} when its episode "
+                    "is replayed from its seed and actions: it is not determined by them (e.g. it draws from a "
+                    "global random generator), so its state cannot be restored"
+                )
+        self.last_obs = out
 
     def close(self) -> None:
         """Close every wrapped environment."""

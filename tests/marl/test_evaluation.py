@@ -17,9 +17,10 @@ from marl.algos import make_algorithm
 from marl.algos.privacy import acting_as
 from marl.checkpoint import load_checkpoint
 from marl.config import apply_overrides
-from marl.evaluate import EVAL_SEED_OFFSET, eval_seed, evaluate_policy
+from marl.env_factory import make_env_for
+from marl.evaluation import EVAL_SEED_OFFSET, eval_seed, evaluate_policy
 from marl.report import run_summary
-from marl.train import make_env_for, train
+from marl.train import train
 from marl_tiny import tiny_config
 
 ALGOS = ["matrpo", "itrpo", "ctrpo", "mappo", "fdmarl"]
@@ -68,7 +69,7 @@ def test_evaluation_does_not_change_training(tmp_path, algo):
         assert float(row["eval/return"]) == pytest.approx(sum(returns))  # team return, as env/return
         assert float(row["eval/episodes"]) == 3 and float(row["eval/episode_length"]) == 25
         assert float(row["eval/return_std"]) >= 0
-        assert "eval/episode_collisions" in row and "eval/episode_coverage_distance" in row
+        assert "eval/collisions_episode_sum" in row and "eval/coverage_distance_episode_sum" in row
         assert float(row["time/eval"]) > 0
 
 
@@ -166,8 +167,8 @@ def test_evaluation_seeds_are_disjoint_from_training_and_fixed():
     venv = make_env_for(cfg)
     model = make_algorithm("itrpo", venv.obs_dims, venv.n_actions, cfg)
     eval_env = make_env_for(cfg, n_envs=cfg.eval_episodes, seed=eval_seed(cfg.seed))
-    first = evaluate_policy(eval_env, model, seed=eval_seed(cfg.seed), n_steps=cfg.env.max_cycles)
-    second = evaluate_policy(eval_env, model, seed=eval_seed(cfg.seed), n_steps=cfg.env.max_cycles)
+    first = evaluate_policy(eval_env, model, seed=eval_seed(cfg.seed), max_steps=cfg.env.max_cycles)
+    second = evaluate_policy(eval_env, model, seed=eval_seed(cfg.seed), max_steps=cfg.env.max_cycles)
     assert first == second and first["eval/episodes"] == 3
     train_obs = venv.reset(seed=cfg.seed)[0]
     eval_obs = eval_env.reset(seed=eval_seed(cfg.seed))[0]

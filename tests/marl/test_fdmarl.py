@@ -15,7 +15,8 @@ import torch
 from marl.algos import FDMARL, PrivacyViolation, make_algorithm
 from marl.algos.fdmarl import FDMARLAgent, FDMARLSettings
 from marl.rollout import collect_rollout
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 from trpo_core import flat_params, set_flat_params
 
@@ -188,6 +189,6 @@ def test_eval_and_table_read_the_run(tmp_path, algo):
 
     train(tiny_config(algo, "total_steps=400"), tmp_path / "run", progress=False, tensorboard=False)
     report = evaluate(tmp_path / "run", episodes=2)
-    assert report["episodes"] == 2 and "coverage_distance_mean" in report
+    assert report["episodes"] == 2 and "coverage_distance_last_step_mean" in report
     table = summarize_runs([tmp_path / "run"], at_steps=400)
     assert table[algo]["runs"] == 1 and "env/coverage_distance_per_step" in table[algo]

@@ -13,7 +13,8 @@ from marl.algos import MAPPO, make_algorithm
 from marl.algos.mappo import MAPPOSettings, Tanh, ValueNorm, agent_kinds, ppo_policy_loss, ppo_value_loss
 from marl.config import apply_overrides
 from marl.rollout import collect_rollout
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 
 
@@ -84,9 +85,9 @@ def test_trains_logs_and_checkpoints(tmp_path, extra):
     train(tiny_config("mappo", "total_steps=400", *extra), tmp_path / "run", progress=False, tensorboard=False)
     rows = rows_of(tmp_path / "run")
     assert len(rows) == 2
-    for key in ("env/return", "env/coverage_distance", "value/loss", "value/explained_variance", "policy/kl",
+    for key in ("env/return", "env/coverage_distance_last_step", "value/loss", "value/explained_variance", "policy/kl",
                 "ppo/clip_fraction", "ppo/entropy"):
-        assert key in rows[-1] or (key == "env/coverage_distance" and "treasure" in " ".join(extra)), key
+        assert key in rows[-1] or (key == "env/coverage_distance_last_step" and "treasure" in " ".join(extra)), key
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 

@@ -119,8 +119,8 @@ def test_mpi_world_agent_bytes_carry_each_observation_twice_and_each_action_once
 
     import numpy as np
 
+    from marl.env_factory import make_env_for
     from marl.rundir import load_run_config
-    from marl.train import make_env_for
 
     _, got = runs("matrpo_n3_ring_cyclic")
     config = load_run_config(got)

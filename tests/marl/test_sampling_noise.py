@@ -9,7 +9,8 @@ import torch
 from marl.algos import make_algorithm
 from marl.config import apply_overrides
 from marl.rollout import collect_rollout
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 from test_training import comparable, read_rows
 

@@ -16,7 +16,8 @@ import torch
 from marl.algos import MATRPO, PrivacyViolation, learner_settings, make_algorithm, matrpo_settings, trpo_settings
 from marl.algos.matrpo import MATRPOAgent
 from marl.config import apply_overrides
-from marl.train import make_env_for, train
+from marl.env_factory import make_env_for
+from marl.train import train
 from marl_tiny import tiny_config
 
 ALGOS = ["matrpo", "itrpo", "ctrpo"]
@@ -37,7 +38,8 @@ def test_algorithm_trains_logs_and_checkpoints(tmp_path, algo):
     result = train(tiny_config(algo), tmp_path / "run", progress=False, tensorboard=False)
     rows = read_rows(tmp_path / "run")
     assert result.iterations == 3 and len(rows) == 3
-    for key in ("env/return", "env/coverage_distance", "env/collisions", "trpo/kl", "value/loss", "time/rollout"):
+    for key in ("env/return", "env/coverage_distance_last_step", "env/collisions_last_step", "trpo/kl", "value/loss",
+                "time/rollout", "env/coverage_distance_episode_sum", "env/collisions_episode_sum"):
         assert key in rows[-1], key
     if algo == "matrpo":
         for key in ("admm/consensus_error", "admm/primal_residual", "admm/dual_residual", "trpo/accepted_fraction",
@@ -189,7 +191,7 @@ def test_cli_train_eval_plot(tmp_path):
     out = subprocess.run(base + ["eval", str(run), "--episodes", "3", "--gif", str(tmp_path / "ep.gif")],
                          capture_output=True, text=True, check=True)
     report = json.loads(out.stdout)
-    assert report["episodes"] == 3 and "coverage_distance_mean" in report
+    assert report["episodes"] == 3 and "coverage_distance_last_step_mean" in report
     assert (tmp_path / "ep.gif").stat().st_size > 0
     out = subprocess.run(base + ["plot", str(run), "-o", str(tmp_path / "c.png")], capture_output=True, text=True,
                          check=True)

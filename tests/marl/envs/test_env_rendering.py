@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "marl.envs.cooperative_navigation_v0",
     "marl.envs.treasure_collection_v0",
     "marl.envs.vector",
+    "marl.envs.registry",
     "marl.envs.rendering",
 ]
 
