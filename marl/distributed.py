@@ -16,16 +16,22 @@ What crosses which link
   point-to-point ``Sendrecv``; the pooled advantage normalisation runs :func:`consensus_admm.mpi.solve` (sync, on
   the agents' communicator); each agent keeps a replica of ``EdgeConsensus`` and updates only its incident edges.
   Activations of edges that share no agent run concurrently, in separate processes.
+* agent <-> graph neighbour (FDMARL only), after every critic step (x ``diffusion_rounds``): the agent's consensus
+  networks' parameters omega~^i (float32), to and from each neighbour (the diffusion (F4)); nothing else crosses an
+  edge. Monitoring only: agent 0 gathers every agent's parameters once per iteration for
+  ``diffusion/critic_disagreement`` (a global quantity), counted as ``comm/bytes_monitoring_agent_<q>``.
 * agent i -> world, once per iteration: its private diagnostics (KL, value loss, accepted steps, its message and
   float counts, its local residual maxima), which the world merges into the same metric keys as in-process.
 
 Every agent derives the edge schedule from the same seed as the in-process engine, so an MPI run equals the
-in-process run of the same configuration and seed (tests/marl/test_mpi_backend.py, with ``stack_value_fits=false``
-because the stacked fit is one computation over all agents, and one torch thread per process).
+in-process run of the same configuration and seed, for I-TRPO, MATRPO and FDMARL (tests/marl/test_mpi_backend.py,
+with ``stack_value_fits=false`` because the stacked fit is one computation over all agents, and one torch thread per
+process).
 
 Bytes actually sent, per agent and iteration (MPI runs only, besides the in-process float counts):
-``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours), ``comm/bytes_adv_norm_agent_<q>`` (the
-advantage normalisation's consensus), ``comm/bytes_world_to_agent_<q>`` and ``comm/bytes_agent_to_world_<q>`` (the
+``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours: MATRPO's log-ratios, FDMARL's diffused
+parameters), ``comm/bytes_adv_norm_agent_<q>`` (MATRPO's advantage normalisation's consensus),
+``comm/bytes_monitoring_agent_<q>`` (FDMARL's disagreement gather), ``comm/bytes_world_to_agent_<q>`` and ``comm/bytes_agent_to_world_<q>`` (the
 pickled world <-> agent messages of the iteration: observations and actions of every step, the update's rollout
 slice and the agent's diagnostics; the checkpoint requests, a few hundred bytes, are not counted).
 
@@ -79,9 +85,20 @@ import numpy as np
 import torch
 
 from consensus_admm import ADMMSettings, Averaging, EdgeConsensus
+from consensus_admm.graphs import metropolis_weights
+from trpo_core import GAESettings
 
 from .algos.baselines import _mean_over_agents, _step_metrics
-from .algos.common import Learner, samples, seed_sequence, standardize, trpo_policy_update, trpo_settings
+from .algos.common import (
+    Learner,
+    samples,
+    seed_sequence,
+    shared_noise_generator,
+    standardize,
+    trpo_policy_update,
+    trpo_settings,
+)
+from .algos.fdmarl import FDMARLAgent
 from .algos.matrpo import MATRPOAgent, communication_graph
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
@@ -90,7 +107,7 @@ from .rollout import Rollout
 __all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_process_message", "RemoteAlgorithm",
            "MPI_ALGORITHMS", "is_manifest", "assemble_state", "committed_iteration", "part_path"]
 
-MPI_ALGORITHMS = ("itrpo", "matrpo")
+MPI_ALGORITHMS = ("itrpo", "matrpo", "fdmarl")
 MANIFEST_FORMAT = "marl.distributed/checkpoint-set-1"
 PROCESSES_NAME = "processes.json"
 _TAG = 31
@@ -373,7 +390,27 @@ def _merge_matrpo(parts, config) -> dict[str, float]:
     return metrics
 
 
-_MERGE = {"itrpo": _merge_itrpo, "matrpo": _merge_matrpo}
+def _merge_fdmarl(parts, config) -> dict[str, float]:
+    """The metrics of ``FDMARL.update`` from the agents' own parts."""
+    metrics: dict[str, float] = {}
+    for p in parts:
+        metrics.update(p["metrics"])
+    n = len(parts)
+    critic_loss = np.array([p["critic_loss"] for p in parts])
+    actor_stats = np.array([p["actor_stats"] for p in parts])
+    metrics["value/loss"] = float(critic_loss.mean())
+    metrics["value/explained_variance"] = float(np.mean(
+        [metrics[f"value/explained_variance_agent_{i}"] for i in range(n)]))
+    metrics["policy/loss"] = float(actor_stats[:, 0].mean())
+    metrics["policy/entropy"] = float(actor_stats[:, 1].mean())
+    metrics["policy/kl"] = float(np.mean([metrics[f"policy/kl_agent_{i}"] for i in range(n)]))
+    metrics["diffusion/critic_disagreement"] = parts[0]["disagreement"]
+    metrics["comm/messages_total"] = float(np.array([p["messages"] for p in parts], dtype=float).sum())
+    metrics["comm/floats_sent_total"] = float(np.array([p["floats"] for p in parts], dtype=float).sum())
+    return metrics
+
+
+_MERGE = {"itrpo": _merge_itrpo, "matrpo": _merge_matrpo, "fdmarl": _merge_fdmarl}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -399,7 +436,7 @@ def _agent_loop(comm, agents) -> None:
             reply = {"host": socket.gethostname(), "pid": os.getpid()}
         elif cmd == "act":
             with torch.no_grad():
-                reply = worker.learner.act(torch.from_numpy(payload)).numpy()
+                reply = worker.act(torch.from_numpy(payload)).numpy()
         elif cmd == "update":
             reply = worker.update(*payload)
         elif cmd == "save":
@@ -513,7 +550,15 @@ def _timed_value_fit(learner: Learner, obs, ret, val):
     return vf, time.perf_counter() - t
 
 
-class _ITRPOAgent:
+class _Worker:
+    """An agent process's algorithm side: ``learner`` (what its checkpoint part holds), ``act`` and ``update``."""
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """This agent's column of the joint action, [B, 1] int64."""
+        return self.learner.act(obs)
+
+
+class _ITRPOAgent(_Worker):
     """Agent i of I-TRPO: ``ITRPO.update``'s work for its own learner."""
 
     def __init__(self, agents, config, i, obs_dims, n_actions):
@@ -534,7 +579,7 @@ class _ITRPOAgent:
         return {"metrics": metrics, "value_fit_seconds": seconds}
 
 
-class _MATRPOAgent:
+class _MATRPOAgent(_Worker):
     """Agent q of MATRPO: ``MATRPO.update``'s work for its own agent, the consensus with its graph neighbours."""
 
     def __init__(self, agents, config, i, obs_dims, n_actions):
@@ -639,4 +684,106 @@ class _MATRPOAgent:
                     floats=int(engine.floats_sent[q]), bytes_sent=sent)
 
 
-_AGENTS = {"itrpo": _ITRPOAgent, "matrpo": _MATRPOAgent}
+def _own_rollout(d: dict, i: int, n: int) -> Rollout:
+    """A :class:`Rollout` holding only agent i's slice of the world's (its observations and rewards, and the global
+    pieces): the other agents' entries are absent (None, and nan rewards, so a read of them cannot pass unseen)."""
+    def only_mine(x):
+        out = [None] * n
+        out[i] = x
+        return out
+
+    rewards = torch.full((*d["rewards"].shape, n), math.nan, dtype=d["rewards"].dtype)
+    rewards[..., i] = d["rewards"]
+    return Rollout(obs=only_mine(d["obs"]), last_obs=only_mine(d["last_obs"]), actions=d["actions"],
+                   rewards=rewards, terminated=d["terminated"], truncated=d["truncated"], done_index=d["done_index"],
+                   final_obs=only_mine(d["final_obs"]))
+
+
+class _FDMARLAgent(_Worker):
+    """Agent i of FDMARL: ``FDMARL.update``'s work for its own agent; the diffusion (F4) with its graph neighbours.
+
+    Each diffusion sends this agent's consensus parameters omega~^i (float32) to every neighbour and receives
+    theirs (non-blocking sends, then one receive per neighbour: no ordering between agents can deadlock), then mixes
+    with its row of W in the in-process order (``graph.neighbors(i)``). Monitoring only: the critic disagreement
+    (a global quantity) is computed on agent 0 from every agent's parameters, gathered once per iteration after the
+    critic phase and counted apart (``comm/bytes_monitoring_agent_<q>``).
+    """
+
+    def __init__(self, agents, config, i, obs_dims, n_actions):
+        n = len(obs_dims)
+        self.comm, self.config, self.i, self.n = agents, config, i, n
+        g = communication_graph(config.admm.graph, n, p=config.admm.graph_p, seed=config.seed)
+        graph = nx.Graph()
+        graph.add_nodes_from(range(n))  # as FDMARL.__init__: row k of W is agent k, neighbours in its order
+        graph.add_edges_from(g.edges)
+        weights = metropolis_weights(graph)
+        self.neighbours = list(graph.neighbors(i))
+        self.self_weight = float(weights[i, i])
+        self.weights = {j: float(weights[i, j]) for j in self.neighbours}
+        self.learner = FDMARLAgent(
+            i, obs_dims, n_actions, config.fdmarl, gae=GAESettings(config.gamma, config.gae_lambda),
+            gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes, activation=config.activation,
+            seed=seed_sequence(config.seed, 4, i),
+            shared_noise=shared_noise_generator(config.seed) if config.sampling_noise == "shared" else None)
+
+    def act(self, obs):
+        return self.learner.act(obs)[:, None]
+
+    def update(self, iteration, d):
+        agent, i = self.learner, self.i
+        rollout = _own_rollout(d, i, self.n)
+        self.floats = self.bytes_sent = self.messages = 0
+        explained = agent.prepare(rollout)["explained_variance"]  # (F1)
+        schedule = agent.critic_schedule()
+        critic_loss = np.float64(0.0)
+        for idx in schedule:  # (F3), each step followed by (F4)
+            critic_loss += agent.critic_step(idx)
+            for _ in range(self.config.fdmarl.diffusion_rounds):
+                self._diffuse()
+        critic_loss /= len(schedule)
+        agent.set_advantages(rollout)  # (F2)
+        with torch.no_grad():
+            old_logits = agent.private.actor(agent.private.batch.obs)[:, 0]
+        actor_schedule = agent.actor_schedule()
+        actor_stats = np.zeros(2)
+        for idx in actor_schedule:  # (F5)
+            actor_stats += agent.actor_step(idx)
+        actor_stats /= len(actor_schedule)
+        kl = agent.policy_kl(old_logits)
+        agent.release()
+        disagreement, monitoring = self._disagreement()
+        return {"metrics": {f"value/explained_variance_agent_{i}": explained, f"policy/kl_agent_{i}": kl,
+                            f"value/loss_agent_{i}": float(critic_loss),
+                            f"comm/floats_sent_agent_{i}": float(self.floats),
+                            f"comm/bytes_sent_agent_{i}": float(self.bytes_sent),
+                            f"comm/bytes_monitoring_agent_{i}": float(monitoring)},
+                "critic_loss": critic_loss, "actor_stats": actor_stats, "messages": self.messages,
+                "floats": self.floats, "disagreement": disagreement}
+
+    def _diffuse(self) -> None:
+        """(F4) at this agent: omega~ to and from every neighbour, then omega^i = sum_j W_ij omega~^j."""
+        MPI = _mpi()
+        own = np.ascontiguousarray(self.learner.message().numpy())
+        sends = [self.comm.Isend(own, dest=j, tag=_TAG + 2) for j in self.neighbours]
+        received = {}
+        for j in self.neighbours:
+            received[j] = np.empty_like(own)
+            self.comm.Recv(received[j], source=j, tag=_TAG + 2)
+        MPI.Request.Waitall(sends)
+        self.messages += len(self.neighbours)
+        self.floats += len(self.neighbours) * own.size
+        self.bytes_sent += len(self.neighbours) * own.nbytes
+        self.learner.mix(self.self_weight, {j: torch.from_numpy(m) for j, m in received.items()}, self.weights)
+
+    def _disagreement(self):
+        """(``FDMARL.critic_disagreement`` on agent 0, None elsewhere; bytes this agent sent for it). Monitoring."""
+        own = self.learner.message()
+        flats = self.comm.gather(own, root=0)
+        if self.i != 0:
+            return None, own.numpy().nbytes
+        flats = torch.stack(flats)
+        mean = flats.mean(0)
+        return float((flats - mean).norm(dim=1).max() / mean.norm().clamp_min(1e-12)), 0
+
+
+_AGENTS = {"itrpo": _ITRPOAgent, "matrpo": _MATRPOAgent, "fdmarl": _FDMARLAgent}

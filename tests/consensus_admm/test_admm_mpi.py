@@ -8,11 +8,11 @@ arithmetic: compiled kernels with one packing kind, and the generic path, logist
 included). Preconditioned-default cases run on ill-conditioned problems. Skipped with a reason when mpi4py or
 mpiexec is missing (install the ``[mpi]`` extra).
 
-Logistic regression was up to 6e-10 off before (4e-11 on the cases below): the in-process NumPy twin of (S2) summed neighbours with
-``np.add.reduceat``, which adds a segment's rows in another order than the kernel and the MPI node (left to
-right), and the one-ulp difference in the prox argument moved the Newton prox's stopping test (gradient below
-1e-12 relative), which turned it into a difference of the inner tolerance's size that the ill-conditioned iteration
-then grew. The twin now sums left to right and the logistic cases below are bit for bit.
+Logistic regression was up to 6e-10 off before (4e-11 on the cases below): the in-process NumPy twin of (S2)
+summed neighbours with ``np.add.reduceat``, which adds a segment's rows in another order than the kernel and the MPI
+node (left to right), and the one-ulp difference in the prox argument moved the Newton prox's stopping test
+(gradient below 1e-12 relative), which turned it into a difference of the inner tolerance's size that the
+ill-conditioned iteration then grew. The twin now sums left to right and the logistic cases below are bit for bit.
 """
 
 from __future__ import annotations

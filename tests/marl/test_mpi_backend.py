@@ -1,7 +1,7 @@
 """Oracle: ``mpiexec -n N+1 python -m marl train --backend mpi`` (a world process and one process per agent) logs the
-same metrics as the in-process run of the same configuration and seed, for I-TRPO and MATRPO; ``--resume`` under
-mpiexec continues it exactly from the last complete checkpoint set (one part per agent process, committed by the
-world's manifest) and ``eval`` assembles that set; kill -9 of an agent ends the job with an error naming it.
+same metrics as the in-process run of the same configuration and seed, for I-TRPO, MATRPO and FDMARL; ``--resume``
+under mpiexec continues it exactly from the last complete checkpoint set (one part per agent process, committed by
+the world's manifest) and ``eval`` assembles that set; kill -9 of an agent ends the job with an error naming it.
 
 Equality needs ``stack_value_fits=false``: the stacked value fit is one computation over all agents and equals the
 per-agent fits only up to float32 rounding. Skipped with a reason when mpi4py or mpiexec is missing.
@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,10 +68,15 @@ def _assert_same_rows(got, want):
 CASES = {
     "itrpo_n3": ("itrpo", []),
     "matrpo_n3_ring_cyclic": ("matrpo", []),
+    # 2 critic steps per iteration (200 samples in minibatches of 128), each followed by 2 diffusion rounds
+    "fdmarl_n3_ring": ("fdmarl", ["fdmarl.critic_minibatch_size=128", "fdmarl.critic_epochs=1",
+                                  "fdmarl.diffusion_rounds=2"]),
 }
 SLOW_CASES = {
     "matrpo_n4_complete_random_drops": ("matrpo", ["env.n_agents=4", "admm.graph=complete", "admm.edge_order=random",
                                                    "admm.drop_prob=0.2", "admm.dual_init=1.0", "admm.iterations=8"]),
+    "fdmarl_n4_complete_q_shared_noise": ("fdmarl", ["env.n_agents=4", "admm.graph=complete", "fdmarl.critic=q",
+                                                     "fdmarl.critic_minibatch_size=64", "sampling_noise=shared"]),
 }
 
 
@@ -111,13 +117,33 @@ def test_mpi_bytes_sent_match_the_in_process_float_counts(runs):
             assert float(g[f"comm/bytes_adv_norm_agent_{q}"]) > 0
 
 
+def test_fdmarl_bytes_sent_are_the_diffused_parameters(runs):
+    """FDMARL: each agent process sent its consensus parameters (float32) to each neighbour at every diffusion: 4 x the
+    in-process float count, and that count is degree x parameters x critic steps x rounds (2 x 2 on the ring)."""
+    from marl.algos.fdmarl import FDMARLAgent
+    from marl.train import load_run_config, make_env_for
+    from trpo_core import GAESettings, flat_params
+
+    want, got = runs("fdmarl_n3_ring")
+    config = load_run_config(got)
+    env = make_env_for(config)
+    agent = FDMARLAgent(0, env.obs_dims, env.n_actions, config.fdmarl, gae=GAESettings(), gae_boundaries="correct",
+                        hidden_sizes=config.hidden_sizes, activation=config.activation,
+                        seed=np.random.SeedSequence(0))
+    n_params = sum(flat_params(getattr(agent.private, k)).numel() for k in agent.consensus_names)
+    for g, w in zip(_rows(got), _rows(want)):
+        for q in range(3):
+            assert float(w[f"comm/floats_sent_agent_{q}"]) == 2 * n_params * 2 * 2
+            assert float(g[f"comm/bytes_sent_agent_{q}"]) == 4 * float(w[f"comm/floats_sent_agent_{q}"])
+        # monitoring (the disagreement, on agent 0): every other agent's parameters once, apart from the edges
+        assert [float(g[f"comm/bytes_monitoring_agent_{q}"]) for q in range(3)] == [0, 4 * n_params, 4 * n_params]
+
+
 def test_mpi_world_agent_bytes_carry_each_observation_twice_and_each_action_once(runs):
     """World <-> agent bytes per iteration against the payloads: every step one observation [B, obs_dim] float32 to
     the agent and one action [B, 1] int64 back (each a pickled message of known size), then the update's rollout
     slice (the observations again, plus rewards, flags and the joint action) and the agent's diagnostics."""
     import pickle
-
-    import numpy as np
 
     from marl.train import load_run_config, make_env_for
 
@@ -163,20 +189,21 @@ def test_mpi_backend_equals_in_process_slow(runs, name):
 
 
 @pytest.mark.slow
-def test_mpi_resume_uses_the_last_complete_set_and_eval_assembles_it(tmp_path):
+@pytest.mark.parametrize(("algo", "policy"), [("matrpo", "policy"), ("fdmarl", "actor")])
+def test_mpi_resume_uses_the_last_complete_set_and_eval_assembles_it(tmp_path, algo, policy):
     """Two MPI iterations, then a newer set that never completed (agents 0 and 1 wrote garbage parts for iteration 3,
     agent 2 none, no manifest), then --resume under mpiexec to three: the rows of the uninterrupted in-process run,
     and only the new complete set is left."""
     want_dir = tmp_path / "inprocess"
-    train(tiny_config("matrpo", *TINY), want_dir, progress=False, tensorboard=False)
+    train(tiny_config(algo, *TINY), want_dir, progress=False, tensorboard=False)
     run = tmp_path / "mpi"
-    _ok(_mpi_train(4, "--algo", "matrpo", "--out", str(run), *_sets(["total_steps=400"])))
+    _ok(_mpi_train(4, "--algo", algo, "--out", str(run), *_sets(["total_steps=400"])))
     assert len(_rows(run)) == 2 and load_checkpoint(run)["algo"]["iteration"] == 2
     for agent in (0, 1):
         part = torch.load(_part(run, agent, 2), weights_only=False)
         part["iteration"] = 3
-        for key in part["learner"]["policy"]:
-            part["learner"]["policy"][key].zero_()
+        for key in part["learner"][policy]:
+            part["learner"][policy][key].zero_()
         save_state(_part(run, agent, 3), part)
     _ok(_mpi_train(4, "--resume", str(run), "--steps", "600"))
     _assert_same_rows(_rows(run), _rows(want_dir))
