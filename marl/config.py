@@ -278,6 +278,9 @@ class TrainConfig:
     checkpoint_every: int = 10  # outer iterations between checkpoints (and one at the end)
     log_every: int = 1
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
+    # --backend mpi: seconds an agent process may send no heartbeat (one a second from a thread of its own, whatever
+    # its update is doing) before the world ends the job naming it as hung (stopped, deadlocked); > 0
+    mpi_agent_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -305,6 +308,7 @@ class TrainConfig:
         _check_positive("log_every", self.log_every)
         if self.torch_threads is not None:
             _check_positive("torch_threads", self.torch_threads)
+        _check_positive("mpi_agent_timeout", self.mpi_agent_timeout)
 
     # Derived values (Table III unless set explicitly).
     @property

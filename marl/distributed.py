@@ -110,7 +110,10 @@ __all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_pr
 MPI_ALGORITHMS = ("itrpo", "matrpo", "fdmarl")
 MANIFEST_FORMAT = "marl.distributed/checkpoint-set-1"
 PROCESSES_NAME = "processes.json"
+FAILURE_NAME = "failure.json"  # the world's record of the agent process it named when it ended the job
 _TAG = 31
+_HEARTBEAT_TAG = 37
+_CHECK_SECONDS = 0.05  # while waiting for a reply, heartbeats are drained and checked this often
 
 
 def _mpi():
@@ -198,7 +201,10 @@ def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = Non
     except KeyboardInterrupt:  # Ctrl-C reached mpiexec too (same process group); let it end the ranks
         rc = job.wait()
     watcher.join(timeout=1.0)
-    if rc not in (0, 1, 2) and len(first) == 1:  # 1, 2: the job reported its own error (traceback, "error: ...")
+    failure = Path(run_dir) / FAILURE_NAME
+    named = failure.exists() and failure.stat().st_mtime >= started - 1.0  # by the world or its watchdog
+    # 1, 2: the job reported its own error (traceback, "error: ...")
+    if rc not in (0, 1, 2) and len(first) == 1 and not named:
         print(lost_process_message(first[0], rc, run_dir), file=sys.stderr, flush=True)
     return rc
 
@@ -234,12 +240,44 @@ def _watch_job(job, run_dir: Path, started: float, first: list) -> None:
 def lost_process_message(entry: dict, status: int, run_dir) -> str:
     """The error naming the process of the job that ended first (an entry of ``processes.json``)."""
     who = "the world process" if entry.get("agent") is None else f"agent {entry['agent']}"
-    committed = committed_iteration(run_dir)
-    resume = ("no checkpoint set was completed" if committed is None else
-              f"the last complete checkpoint set is iteration {committed}; continue with: "
-              f"python -m marl train --backend mpi --resume {run_dir}")
     return (f"error: {who} (rank {entry['rank']}, pid {entry['pid']} on {entry['host']}) stopped first and the MPI "
-            f"launcher ended the job (exit status {status}); {resume}")
+            f"launcher ended the job (exit status {status}); {_resume_hint(run_dir)}")
+
+
+def _resume_hint(run_dir) -> str:
+    committed = committed_iteration(run_dir)
+    return ("no checkpoint set was completed" if committed is None else
+            f"the last complete checkpoint set is iteration {committed}; continue with: "
+            f"python -m marl train --backend mpi --resume {run_dir}")
+
+
+def _start_watchdog(processes: dict, run_dir: Path):
+    """Start ``marl/_watchdog.py`` (its docstring) for the agents on this host; None without Linux pidfds."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    here = socket.gethostname()
+    err, launcher = _launcher_stderr()
+    spec = {"run_dir": str(run_dir), "world": processes["world"], "stderr_fd": err, "launcher_pid": launcher,
+            "agents": [e for e in processes["agents"] if e["host"] == here],
+            "remote_agents": [e["agent"] for e in processes["agents"] if e["host"] != here]}
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", str(Path(__file__).with_name("_watchdog.py")),
+                                 json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=(err,), start_new_session=True)
+    finally:
+        os.close(err)
+
+
+def _launcher_stderr() -> tuple[int, int | None]:
+    """(descriptor, pid): the stderr of ``mpiexec`` (this process's grandparent, through hydra's proxy, on the host
+    it was started on), which outlives the job's processes; else a duplicate of this process's own, and None."""
+    try:
+        launcher = int(Path(f"/proc/{os.getppid()}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if Path(f"/proc/{launcher}/comm").read_text().startswith("mpiexec"):
+            return os.open(f"/proc/{launcher}/fd/2", os.O_WRONLY | os.O_APPEND), launcher
+    except (OSError, ValueError, IndexError):  # not Linux, another launcher, a stderr that cannot be reopened
+        pass
+    return os.dup(2), None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -267,11 +305,15 @@ class RemoteAlgorithm:
         self.iteration = 0  # the iteration the agents' learners are at (updates done)
         self.bytes_to = np.zeros(n, dtype=np.int64)  # world -> agent i since the last update
         self.bytes_from = np.zeros(n, dtype=np.int64)  # agent i -> world since the last update
+        (self.run_dir / FAILURE_NAME).unlink(missing_ok=True)  # a previous job's
+        self.last_beat = np.full(n, time.monotonic())  # when the world last received each agent's heartbeat
+        self.processes = {"world": {"rank": 0, "host": socket.gethostname(), "pid": os.getpid()},
+                          "agents": [{"agent": i, "rank": i + 1, "host": "?", "pid": "?"} for i in range(n)]}
         where = self._request([("init", (config, i, list(obs_dims), list(n_actions), str(self.run_dir)))
                                for i in range(n)], count=False)
-        processes = {"world": {"rank": 0, "host": socket.gethostname(), "pid": os.getpid()},
-                     "agents": [{"agent": i, "rank": i + 1, **w} for i, w in enumerate(where)]}
-        atomic_write_bytes(self.run_dir / PROCESSES_NAME, json.dumps(processes, indent=2).encode())
+        self.processes["agents"] = [{"agent": i, "rank": i + 1, **w} for i, w in enumerate(where)]
+        atomic_write_bytes(self.run_dir / PROCESSES_NAME, json.dumps(self.processes, indent=2).encode())
+        self._watchdog = _start_watchdog(self.processes, self.run_dir)
 
     def _request(self, payloads, *, count: bool = True):
         """Send payload i to agent i, then gather the replies in agent order; ``count``: add to the byte counters."""
@@ -280,10 +322,44 @@ class RemoteAlgorithm:
             self.bytes_to[i] += sent if count else 0
         replies = []
         for i in range(self.n_agents):
-            reply, received = _recv_obj(self.comm, i + 1)
+            reply, received = self._await(i)
             self.bytes_from[i] += received if count else 0
             replies.append(reply)
         return replies
+
+    def _await(self, i: int):
+        """(reply, bytes) of agent i's next reply. While waiting, every agent's heartbeats are drained; one that
+        sent none for ``mpi_agent_timeout`` seconds (it hangs, or its host is gone) ends the job, named."""
+        MPI = _mpi()
+        status = MPI.Status()
+        next_check = 0.0
+        while not self.comm.Iprobe(source=i + 1, tag=_TAG, status=status):
+            now = time.monotonic()
+            if now < next_check:
+                continue
+            next_check = now + _CHECK_SECONDS
+            while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_HEARTBEAT_TAG, status=status):
+                self.comm.Recv(bytearray(0), source=status.Get_source(), tag=_HEARTBEAT_TAG)
+                self.last_beat[status.Get_source() - 1] = now
+            silent = now - self.last_beat
+            q = int(np.argmax(silent))
+            if silent[q] > self.config.mpi_agent_timeout:
+                self._end_job(q, f"sent no heartbeat for {silent[q]:.1f} s (mpi_agent_timeout = "
+                                 f"{self.config.mpi_agent_timeout:g} s): it hangs (stopped, deadlocked) or its host "
+                                 "is unreachable")
+        buf = bytearray(status.Get_count(MPI.BYTE))
+        self.comm.Recv(buf, source=i + 1, tag=_TAG)
+        return MPI.pickle.loads(buf), len(buf)
+
+    def _end_job(self, agent: int, what: str) -> None:
+        """Name agent ``agent`` (stderr, and ``failure.json`` in the run directory, which outlives the job) and
+        abort the MPI job."""
+        entry = self.processes["agents"][agent]
+        message = (f"error: agent {agent} (rank {entry['rank']}, pid {entry['pid']} on {entry['host']}) {what}; "
+                   f"the job is ended; {_resume_hint(self.run_dir)}")
+        atomic_write_bytes(self.run_dir / FAILURE_NAME, json.dumps(dict(entry, message=message)).encode())
+        print(message, file=sys.stderr, flush=True)
+        self.comm.Abort(3)
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         cols = self._request([("act", o.numpy()) for o in obs])
@@ -309,7 +385,9 @@ class RemoteAlgorithm:
     def state_dict(self) -> dict:
         """Every agent writes its part of the set for ``self.iteration``; returns the set's manifest."""
         it = self.iteration
-        acks = self._request([("save", (it, committed_iteration(self.run_dir)))] * self.n_agents, count=False)
+        committed = committed_iteration(self.run_dir)
+        self._tell_watchdog(f"set {committed} {it} {time.time_ns()}")  # what it names as the last complete set
+        acks = self._request([("save", (it, committed))] * self.n_agents, count=False)
         parts = [str(part_path(".", i, it)) for i in range(self.n_agents)]
         if acks != parts:  # pragma: no cover - protocol error
             raise RuntimeError(f"agents acknowledged {acks}, expected {parts}")
@@ -327,7 +405,21 @@ class RemoteAlgorithm:
                                     "incomplete: " + "; ".join(errors))
         self.iteration = int(state["iteration"])
 
+    def _tell_watchdog(self, line: str) -> bool:
+        """Send the watchdog a line (marl/_watchdog.py); False when there is none (no pidfds, or it is gone)."""
+        if self._watchdog is None:
+            return False
+        try:
+            self._watchdog.stdin.write(line.encode() + b"\n")
+            self._watchdog.stdin.flush()
+        except BrokenPipeError:  # it failed: training goes on without it
+            self._watchdog = None
+        return self._watchdog is not None
+
     def close(self) -> None:
+        if self._tell_watchdog("done"):  # a normal end: the agents about to exit are not lost
+            self._watchdog.stdin.close()
+            self._watchdog.wait(timeout=30)
         committed = committed_iteration(self.run_dir)
         for i in range(self.n_agents):
             _send_obj(self.comm, ("stop", committed), i + 1)
@@ -419,33 +511,48 @@ _MERGE = {"itrpo": _merge_itrpo, "matrpo": _merge_matrpo, "fdmarl": _merge_fdmar
 
 
 def _agent_loop(comm, agents) -> None:
-    """Serve the world's requests until "stop"."""
+    """Serve the world's requests until "stop"; from "init" on, a thread sends the world a heartbeat every second."""
     worker = None
-    while True:
-        (cmd, payload), _ = _recv_obj(comm, 0)
-        if cmd == "stop":
-            if worker is not None and payload is not None:
-                _prune_parts(worker.run_dir, worker.i, keep={payload})
-            return
-        if cmd == "init":
-            config, i, obs_dims, n_actions, run_dir = payload
-            if config.torch_threads is not None:
-                torch.set_num_threads(config.torch_threads)
-            worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
-            worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
-            reply = {"host": socket.gethostname(), "pid": os.getpid()}
-        elif cmd == "act":
-            with torch.no_grad():
-                reply = worker.act(torch.from_numpy(payload)).numpy()
-        elif cmd == "update":
-            reply = worker.update(*payload)
-        elif cmd == "save":
-            reply = _save_part(worker, *payload)
-        elif cmd == "load":
-            reply = _load_part(worker, payload)
-        else:  # pragma: no cover - protocol error
-            raise RuntimeError(f"unknown request {cmd!r}")
-        _send_obj(comm, reply, 0)
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=_heartbeat, args=(comm, stop), name="heartbeat", daemon=True)
+    try:
+        while True:
+            (cmd, payload), _ = _recv_obj(comm, 0)
+            if cmd == "stop":
+                if worker is not None and payload is not None:
+                    _prune_parts(worker.run_dir, worker.i, keep={payload})
+                return
+            if cmd == "init":
+                heartbeat.start()
+                config, i, obs_dims, n_actions, run_dir = payload
+                if config.torch_threads is not None:
+                    torch.set_num_threads(config.torch_threads)
+                worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
+                worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
+                reply = {"host": socket.gethostname(), "pid": os.getpid()}
+            elif cmd == "act":
+                with torch.no_grad():
+                    reply = worker.act(torch.from_numpy(payload)).numpy()
+            elif cmd == "update":
+                reply = worker.update(*payload)
+            elif cmd == "save":
+                reply = _save_part(worker, *payload)
+            elif cmd == "load":
+                reply = _load_part(worker, payload)
+            else:  # pragma: no cover - protocol error
+                raise RuntimeError(f"unknown request {cmd!r}")
+            _send_obj(comm, reply, 0)
+    finally:
+        stop.set()
+        if heartbeat.is_alive():
+            heartbeat.join()
+
+
+def _heartbeat(comm, stop: threading.Event, interval: float = 1.0) -> None:
+    """Tell the world this process is alive, every ``interval`` seconds until ``stop``: an empty message, sent
+    however busy the main thread is (it waits in MPI or computes in torch, both with the GIL released)."""
+    while not stop.wait(interval):
+        comm.Send(bytearray(0), dest=0, tag=_HEARTBEAT_TAG)
 
 
 def _send_obj(comm, obj, dest: int) -> int:

@@ -148,7 +148,7 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
 
 # Settings a resumed run may change: they change how fast it runs or how often it saves, not what it computes.
 RESUMABLE_CHANGES = frozenset({"total_steps", "torch_threads", "checkpoint_every", "log_every", "concurrent_value_fit",
-                               "admm.parallel_endpoints"})
+                               "admm.parallel_endpoints", "mpi_agent_timeout"})
 
 
 def config_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:

@@ -299,3 +299,155 @@ def test_kill_9_of_an_agent_ends_the_job_naming_it_and_the_last_complete_set_res
                               "--resume", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     _ok(resumed)
     _assert_same_rows(_rows(out), _rows(want))
+
+
+# -- faults under a bare ``mpiexec`` (no launcher of ours around it) -------------------------------------------------
+
+
+def _start_bare_mpi(out, extra):
+    """``mpiexec -n 4 python -m marl train --backend mpi`` in the background, once its first checkpoint set is
+    committed: (job, {agent: pid})."""
+    import json
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    job = subprocess.Popen([MPIEXEC, "-n", "4", sys.executable, "-m", "marl", "train", "--backend", "mpi",
+                            "--no-progress", "--algo", "matrpo", "--out", str(out), *_sets(extra)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    assert job.poll() is None, "the job ended before the fault: " + job.communicate()[0]
+    agents = {e["agent"]: e["pid"] for e in json.loads((out / "processes.json").read_text())["agents"]}
+    return job, agents
+
+
+def _end_of(job, pids, t_fault):
+    """The job's output once it ended (bounded: a hang fails here), and the seconds from the fault to its end."""
+    import signal
+    import time
+
+    try:
+        output, _ = job.communicate(timeout=120)
+        return output, time.monotonic() - t_fault
+    finally:
+        if job.poll() is None:
+            job.kill()
+        # nothing of the job may outlive it (the stopped process included; its proxy may take a moment to reap)
+        deadline = time.monotonic() + 10
+        left = list(pids)
+        while left and time.monotonic() < deadline:
+            left = [pid for pid in left if _running(pid)]
+            time.sleep(0.1)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes {left} of the job outlived it"
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the watchdog watches the agents through Linux pidfds")
+def test_kill_9_of_an_agent_under_bare_mpiexec_ends_the_job_naming_it(tmp_path):
+    """MPICH's launcher kills every process of the job within a second of the kill and names a pid of its own
+    choosing; the world's watchdog (outside the job's process groups) names agent 1 on mpiexec's stderr and in
+    failure.json, and the committed set stays whole."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    job, agents = _start_bare_mpi(out, ["total_steps=4000"])
+    os.kill(agents[1], signal.SIGKILL)
+    output, seconds = _end_of(job, agents.values(), time.monotonic())
+    assert job.returncode != 0 and seconds < 30, output
+    assert f"error: agent 1 (rank 2, pid {agents[1]} on" in output, output
+    assert "ended while the job was running" in output and f"--resume {out}" in output
+    assert json.loads((out / "failure.json").read_text())["agent"] == 1
+    committed = load_checkpoint(out)["algo"]["iteration"]
+    assert f"the last complete checkpoint set is iteration {committed};" in output
+    assert 1 <= committed < 20 and all(_part(out, i, committed).exists() for i in range(3))
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the test checks the job's processes through pidfds")
+def test_a_stopped_agent_is_named_after_mpi_agent_timeout(tmp_path):
+    """SIGSTOP of agent 2 (alive, silent): the world misses its heartbeats and ends the job after
+    ``mpi_agent_timeout`` seconds, naming agent 2 and the setting; MPI_Abort takes the stopped process down too."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    job, agents = _start_bare_mpi(out, ["total_steps=4000", "mpi_agent_timeout=3"])
+    os.kill(agents[2], signal.SIGSTOP)
+    output, seconds = _end_of(job, agents.values(), time.monotonic())
+    assert job.returncode != 0 and 1.5 < seconds < 30, output  # at most 1 s of heartbeat before the stop
+    assert f"error: agent 2 (rank 3, pid {agents[2]} on" in output, output
+    assert "(mpi_agent_timeout = 3 s)" in output and "the last complete checkpoint set is iteration" in output
+    assert json.loads((out / "failure.json").read_text())["agent"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the test checks the job's processes through pidfds")
+def test_resume_after_a_stopped_agent_reproduces_the_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    extra = ["total_steps=1600", "mpi_agent_timeout=3"]
+    want = tmp_path / "inprocess"
+    train(tiny_config("matrpo", *TINY, *extra), want, progress=False, tensorboard=False)
+    out = tmp_path / "mpi"
+    job, agents = _start_bare_mpi(out, extra)
+    os.kill(agents[0], signal.SIGSTOP)
+    output, _ = _end_of(job, agents.values(), time.monotonic())
+    assert "error: agent 0 (rank 1" in output and len(_rows(out)) < 8, output
+    _ok(_mpi_train(4, "--resume", str(out)))
+    _assert_same_rows(_rows(out), _rows(want))
+    assert not (out / "failure.json").exists()  # a new job clears the old record
+
+
+def test_the_watchdog_names_the_first_agent_that_ends_and_is_silent_at_a_normal_end(tmp_path):
+    """marl/_watchdog.py without MPI: sleeping processes stand for the agents, a pipe for the world."""
+    import json
+    import signal
+    import socket
+
+    watchdog = ROOT / "marl" / "_watchdog.py"
+    host = socket.gethostname()
+
+    def start(procs, err):
+        spec = {"run_dir": str(tmp_path), "world": {"rank": 0, "host": host, "pid": os.getpid()}, "stderr_fd": err,
+                "launcher_pid": None, "remote_agents": [],
+                "agents": [{"agent": i, "rank": i + 1, "host": host, "pid": p.pid} for i, p in enumerate(procs)]}
+        return subprocess.Popen([sys.executable, "-I", "-S", str(watchdog), json.dumps(spec)], stdin=subprocess.PIPE,
+                                pass_fds=(err,), start_new_session=True)
+
+    read, write = os.pipe()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        dog = start(procs, write)
+        dog.stdin.write(b"done\n")  # a normal end: the agents then exit, and nothing is reported
+        dog.stdin.close()
+        procs[0].kill()
+        assert dog.wait(timeout=30) == 0 and not (tmp_path / "failure.json").exists()
+        procs[0].wait()
+        procs[0] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        dog = start(procs, write)
+        procs[2].send_signal(signal.SIGKILL)
+        assert dog.wait(timeout=30) == 0
+        dog.stdin.close()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    os.close(write)
+    with os.fdopen(read) as fh:
+        said = fh.read()
+    assert said.startswith(f"error: agent 2 (rank 3, pid {procs[2].pid} on {host}) ended while the job was running")
+    assert json.loads((tmp_path / "failure.json").read_text())["agent"] == 2
