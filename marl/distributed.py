@@ -51,19 +51,36 @@ never completed. ``eval`` assembles the parts into the in-process state. In-proc
 
 Faults
 ------
-When a process of the job is lost (kill -9, out of memory) MPICH's launcher kills all the others at once (SIGKILL;
-about 3 s from the kill to the job's end here), so no process of the job can report it, and its own report names
-one pid, which need not be the lost one. ``python -m marl train --backend mpi ...`` run *outside* mpiexec therefore
-starts ``mpiexec -n N+1`` itself (:func:`launch`) and watches the job's processes (``processes.json``, written by the
-world at start: rank, host and pid of the world and of every agent) through Linux pidfds: the one that ends first
-is named, ``error: agent 1 (rank 2, pid ... on host) stopped first and the MPI launcher ended the job ...; the last
-complete checkpoint set is iteration k; continue with: ... --resume DIR`` (tested). Under a bare ``mpiexec`` the
-launcher's message stands and ``processes.json`` maps its pid to an agent. An agent that raises aborts the job with
-its traceback.
+What MPICH's launcher (hydra, the ``mpich`` wheel's ``mpiexec``) does when a process of the job is lost (kill -9,
+out of memory, ``MPI_Abort``), measured here: its proxy SIGKILLs every other process of the job, process group by
+process group, 0.2-0.4 s after the loss, prints ``BAD TERMINATION ... PID p ... EXIT CODE: 9`` with a pid that need
+not be the lost one, and exits with status 9. No process of the job survives to report anything, so the report
+comes from outside it:
 
-Not done (issue 14): an agent that hangs without dying (stopped, deadlocked) is not detected (the world waits for
-its reply; telling it from a long update would need heartbeats); the launcher names only processes on its own
-host; C-TRPO has no MPI backend (it is centralized).
+* **Lost agent (any launch).** At start the world writes ``processes.json`` (rank, host and pid of every process)
+  and starts ``marl/_watchdog.py``: a standard-library script (no torch, no MPI) in a session of its own, which
+  hydra's clean-up does not reach. It watches the agents on its host through Linux pidfds and the world through a
+  pipe (the world writes ``done`` on a normal end, and before every checkpoint set the set it commits). The first
+  agent to end while the job runs is named on ``mpiexec``'s stderr (reopened through ``/proc``; appended once
+  mpiexec has ended when that is a regular file) and in ``failure.json``: ``error: agent 1 (rank 2, pid ... on
+  host) ended while the job was running (killed, crashed or aborted ...); the MPI launcher ended the job; the last
+  complete checkpoint set is iteration k; continue with: python -m marl train --backend mpi --resume DIR``, within a
+  second of the kill (tested under a bare ``mpiexec``). An agent that raises prints its traceback and aborts the
+  job (and is named too when the watchdog sees it end first).
+* **Hung agent** (alive but silent: SIGSTOP, a deadlock, an unreachable host). Every agent process sends the world
+  a heartbeat once a second from a thread of its own, whatever its update is doing; while the world waits for a
+  reply it drains them, and an agent silent for ``mpi_agent_timeout`` seconds (config, default 60; a resumable
+  change) ends the job: the world names it (``... sent no heartbeat for 60.2 s (mpi_agent_timeout = 60 s) ...``, on
+  its stderr and in ``failure.json``) and calls ``MPI_Abort``, which takes every process down, the stopped one too
+  (tested). A long update is not a hang: its heartbeats go on.
+* ``python -m marl train --backend mpi ...`` run *outside* mpiexec starts ``mpiexec -n N+1`` itself (:func:`launch`)
+  and, when neither the world nor the watchdog named anyone, names the process that ended first (pidfds).
+
+The checkpoint set the message names is whole (the manifest commits a set only once every part is written), and
+``--resume`` continues from it exactly (tested after a kill and after a hang). Limits: the watchdog sees only the
+agents on the world's host; an agent lost on another host makes hydra end the job too, and the watchdog then names
+the world as ended first, listing the agents it could not watch (a hang there is named by the heartbeats). C-TRPO
+has no MPI backend (it is centralized).
 """
 
 from __future__ import annotations
@@ -186,7 +203,8 @@ def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = Non
     so none of them can report it, and MPICH's report names one pid, which is not always the lost one (here it named
     the world's when an agent was killed). This parent therefore watches the job's processes on this host itself
     (``processes.json`` + Linux pidfds, which become readable the moment a process ends) and names the one that ended
-    first, with the checkpoint set that ``--resume`` will use.
+    first, with the checkpoint set that ``--resume`` will use, unless the world or its watchdog has already named a
+    process (``failure.json``, module docstring).
     """
     mpiexec = mpiexec or find_mpiexec()
     if mpiexec is None:
