@@ -115,7 +115,7 @@ from .algos.common import (
     trpo_policy_update,
     trpo_settings,
 )
-from .algos.fdmarl import FDMARLAgent
+from .algos.fdmarl import FDMARLAgent, team_metrics
 from .algos.matrpo import MATRPOAgent, communication_graph
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
@@ -505,15 +505,7 @@ def _merge_fdmarl(parts, config) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for p in parts:
         metrics.update(p["metrics"])
-    n = len(parts)
-    critic_loss = np.array([p["critic_loss"] for p in parts])
-    actor_stats = np.array([p["actor_stats"] for p in parts])
-    metrics["value/loss"] = float(critic_loss.mean())
-    metrics["value/explained_variance"] = float(np.mean(
-        [metrics[f"value/explained_variance_agent_{i}"] for i in range(n)]))
-    metrics["policy/loss"] = float(actor_stats[:, 0].mean())
-    metrics["policy/entropy"] = float(actor_stats[:, 1].mean())
-    metrics["policy/kl"] = float(np.mean([metrics[f"policy/kl_agent_{i}"] for i in range(n)]))
+    team_metrics(metrics, np.array([p["critic_loss"] for p in parts]), np.array([p["actor_stats"] for p in parts]))
     metrics["diffusion/critic_disagreement"] = parts[0]["disagreement"]
     metrics["comm/messages_total"] = float(np.array([p["messages"] for p in parts], dtype=float).sum())
     metrics["comm/floats_sent_total"] = float(np.array([p["floats"] for p in parts], dtype=float).sum())
