@@ -441,6 +441,13 @@ class RemoteAlgorithm:
         committed = committed_iteration(self.run_dir)
         for i in range(self.n_agents):
             _send_obj(self.comm, ("stop", committed), i + 1)
+        # Every agent answers once its heartbeat thread has ended; the heartbeats sent before are received here, so
+        # that no message is left in flight to a process that has finalized MPI.
+        for i in range(self.n_agents):
+            self._await(i)
+        status = _mpi().Status()
+        while self.comm.Iprobe(source=_mpi().ANY_SOURCE, tag=_HEARTBEAT_TAG, status=status):
+            self.comm.Recv(bytearray(0), source=status.Get_source(), tag=_HEARTBEAT_TAG)
 
 
 def _merge_itrpo(parts, config) -> dict[str, float]:
@@ -531,6 +538,10 @@ def _agent_loop(comm, agents) -> None:
             if cmd == "stop":
                 if worker is not None and payload is not None:
                     _prune_parts(worker.run_dir, worker.i, keep={payload})
+                if heartbeat.is_alive():  # the world waits for this answer once it has had "init"
+                    stop.set()
+                    heartbeat.join()
+                    _send_obj(comm, "stopped", 0)
                 return
             if cmd == "init":
                 heartbeat.start()
