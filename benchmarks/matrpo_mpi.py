@@ -1,11 +1,12 @@
 """MATRPO with one process per agent (``--backend mpi``) vs in-process, and a measured-cost model for a cluster.
 
-    python benchmarks/matrpo_mpi.py [--iters 2] [--ns 3 6 12]
+    python benchmarks/matrpo_mpi.py [--iters 2] [--ns 3 6 12] [--algo fdmarl --skip-model]
 
 1. Cooperative Navigation N=3, the paper's settings (10,000 env-steps per iteration, 100 edge activations): env-steps
    per second of the whole training loop, in-process (``python -m marl train``) and with ``--backend mpi`` under
    ``mpiexec -n 4`` on this machine, 1 warm-up + ``--iters`` timed iterations each (median of
-   ``time/steps_per_second``; one torch thread per process).
+   ``time/steps_per_second``; one torch thread per process). ``--algo fdmarl``: the same for FDMARL (its diffusion
+   exchanges the consensus networks' parameters after every critic step).
 2. Cost model of one outer iteration on a cluster with one core per agent, for N in ``--ns`` (ring, cyclic edge
    order, Table III activations K: 100 for N=3, 150 for N=6, and the nearest row, 150, for N=12), from quantities
    measured here on one in-process iteration per N (endpoints one after the other, value fit not overlapped):
@@ -50,21 +51,22 @@ def _rows(run_dir):
 
 
 def _median(rows, key, skip=1):
-    return statistics.median(float(r[key]) for r in rows[skip:])
+    return statistics.median(float(r.get(key, "nan")) for r in rows[skip:])
 
 
-def whole_loop(iters: int) -> list[tuple[str, dict]]:
-    """Env-steps/s of MATRPO N=3 (paper settings), in-process and --backend mpi."""
+def whole_loop(iters: int, algo: str = "matrpo") -> list[tuple[str, dict]]:
+    """Env-steps/s of ``algo`` (MATRPO or FDMARL) N=3 (paper settings), in-process and --backend mpi."""
     sets = [f"total_steps={10_000 * (iters + 1)}", "checkpoint_every=1000"]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = apply_overrides(TrainConfig(), sets)
+        cfg = apply_overrides(TrainConfig(algo=algo), sets)
         train(cfg, Path(tmp) / "inprocess", progress=False, tensorboard=False)
-        out.append(("in-process (1 process, 2 endpoint threads)", _rows(Path(tmp) / "inprocess")))
+        out.append(("in-process (1 process, 2 endpoint threads)" if algo == "matrpo" else "in-process (1 process)",
+                    _rows(Path(tmp) / "inprocess")))
         mpiexec = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         cmd = [mpiexec, "-n", "4", sys.executable, "-m", "marl", "train", "--backend", "mpi", "--no-progress",
-               "--out", str(Path(tmp) / "mpi")] + [a for kv in sets for a in ("--set", kv)]
+               "--algo", algo, "--out", str(Path(tmp) / "mpi")] + [a for kv in sets for a in ("--set", kv)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(proc.stdout + proc.stderr)
@@ -127,15 +129,21 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--ns", type=int, nargs="+", default=[3, 6, 12])
     ap.add_argument("--skip-loop", action="store_true")
+    ap.add_argument("--algo", choices=("matrpo", "fdmarl"), default="matrpo", help="of the whole-loop table")
+    ap.add_argument("--skip-model", action="store_true", help="no cluster cost model (MATRPO's)")
     args = ap.parse_args(argv)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if not args.skip_loop:
-        print("\n| MATRPO N=3, paper settings | env-steps/s | s / iteration | rollout | update | consensus |")
+        print(f"\n| {args.algo.upper()} N=3, paper settings | env-steps/s | s / iteration | rollout | update | "
+              "consensus |")
         print("|---|---|---|---|---|---|")
-        for name, rows in whole_loop(args.iters):
+        for name, rows in whole_loop(args.iters, args.algo):
             sps = _median(rows, "time/steps_per_second")
             print(f"| {name} | {sps:,.0f} | {10_000 / sps:.2f} | {_median(rows, 'time/rollout'):.2f} | "
-                  f"{_median(rows, 'time/update'):.2f} | {_median(rows, 'time/consensus'):.2f} |")
+                  f"{_median(rows, 'time/update'):.2f} | {_median(rows, 'time/consensus'):.2f} |"
+                  .replace("| nan |", "| n/a |"))  # FDMARL logs no consensus time
+    if args.skip_model:
+        return
     print("\n| N | edges | K | rollout s | local s | u s | c s | critical path (cyclic / random) | "
           "cluster s / iteration | cluster env-steps/s | in-process here, s / iteration (K, extrapolated) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

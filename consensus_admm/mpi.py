@@ -32,7 +32,9 @@ per-agent curvature (:func:`initial_penalty`).
 Sync (node form, alpha = 1, no drops): one neighbourhood collective (``Neighbor_allgather`` on a distributed-graph
 communicator built from the networkx graph) per iteration carries x_j^{k+1} from every neighbour, then node i
 applies (S2)-(S4) and the next (S1) with exactly the arithmetic of ``_kernels.sync_node_run`` (neighbour sum in
-sorted-neighbour order), so the iterates equal the in-process ones to rounding (in practice bit for bit).
+sorted-neighbour order, left to right, as its NumPy twin for the generic path), so the iterates equal the
+in-process ones bit for bit (tested, iterative proxes such as logistic regression's Newton included: there a one-ulp
+difference in the prox argument can move the inner stopping test and grow to 1e-10).
 
 Sync on edge state (alpha != 1 or ``drop_prob > 0``) and async (Wei-Ozdaglar): both endpoints of an edge keep a
 replica of its state (z_e, lam_{e,i}, lam_{e,j}). An activation of e = (i, j) is

@@ -338,6 +338,9 @@ class TrainConfig:
     # about eval_every=10 with the paper's 10k steps per iteration.
     eval_every: int = 0  # >= 0
     eval_episodes: int = 10  # >= 1
+    # --backend mpi: seconds an agent process may send no heartbeat (one a second from a thread of its own, whatever
+    # its update is doing) before the world ends the job naming it as hung (stopped, deadlocked); > 0
+    mpi_agent_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -366,6 +369,7 @@ class TrainConfig:
             _check_positive("torch_threads", self.torch_threads)
         _check_positive("eval_every", self.eval_every, allow_zero=True)
         _check_positive("eval_episodes", self.eval_episodes)
+        _check_positive("mpi_agent_timeout", self.mpi_agent_timeout)
 
     # Derived values (Table III unless set explicitly).
     @property

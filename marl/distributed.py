@@ -16,16 +16,22 @@ What crosses which link
   point-to-point ``Sendrecv``; the pooled advantage normalisation runs :func:`consensus_admm.mpi.solve` (sync, on
   the agents' communicator); each agent keeps a replica of ``EdgeConsensus`` and updates only its incident edges.
   Activations of edges that share no agent run concurrently, in separate processes.
+* agent <-> graph neighbour (FDMARL only), after every critic step (x ``diffusion_rounds``): the agent's consensus
+  networks' parameters omega~^i (float32), to and from each neighbour (the diffusion (F4)); nothing else crosses an
+  edge. Monitoring only: agent 0 gathers every agent's parameters once per iteration for
+  ``diffusion/critic_disagreement`` (a global quantity), counted as ``comm/bytes_monitoring_agent_<q>``.
 * agent i -> world, once per iteration: its private diagnostics (KL, value loss, accepted steps, its message and
   float counts, its local residual maxima), which the world merges into the same metric keys as in-process.
 
 Every agent derives the edge schedule from the same seed as the in-process engine, so an MPI run equals the
-in-process run of the same configuration and seed (tests/marl/test_mpi_backend.py, with ``stack_value_fits=false``
-because the stacked fit is one computation over all agents, and one torch thread per process).
+in-process run of the same configuration and seed, for I-TRPO, MATRPO and FDMARL (tests/marl/test_mpi_backend.py,
+with ``stack_value_fits=false`` because the stacked fit is one computation over all agents, and one torch thread per
+process).
 
 Bytes actually sent, per agent and iteration (MPI runs only, besides the in-process float counts):
-``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours), ``comm/bytes_adv_norm_agent_<q>`` (the
-advantage normalisation's consensus), ``comm/bytes_world_to_agent_<q>`` and ``comm/bytes_agent_to_world_<q>`` (the
+``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours: MATRPO's log-ratios, FDMARL's diffused
+parameters), ``comm/bytes_adv_norm_agent_<q>`` (MATRPO's advantage normalisation's consensus),
+``comm/bytes_monitoring_agent_<q>`` (FDMARL's disagreement gather), ``comm/bytes_world_to_agent_<q>`` and ``comm/bytes_agent_to_world_<q>`` (the
 pickled world <-> agent messages of the iteration: observations and actions of every step, the update's rollout
 slice and the agent's diagnostics; the checkpoint requests, a few hundred bytes, are not counted).
 
@@ -45,19 +51,36 @@ never completed. ``eval`` assembles the parts into the in-process state. In-proc
 
 Faults
 ------
-When a process of the job is lost (kill -9, out of memory) MPICH's launcher kills all the others at once (SIGKILL;
-about 3 s from the kill to the job's end here), so no process of the job can report it, and its own report names
-one pid, which need not be the lost one. ``python -m marl train --backend mpi ...`` run *outside* mpiexec therefore
-starts ``mpiexec -n N+1`` itself (:func:`launch`) and watches the job's processes (``processes.json``, written by the
-world at start: rank, host and pid of the world and of every agent) through Linux pidfds: the one that ends first
-is named, ``error: agent 1 (rank 2, pid ... on host) stopped first and the MPI launcher ended the job ...; the last
-complete checkpoint set is iteration k; continue with: ... --resume DIR`` (tested). Under a bare ``mpiexec`` the
-launcher's message stands and ``processes.json`` maps its pid to an agent. An agent that raises aborts the job with
-its traceback.
+What MPICH's launcher (hydra, the ``mpich`` wheel's ``mpiexec``) does when a process of the job is lost (kill -9,
+out of memory, ``MPI_Abort``), measured here: its proxy SIGKILLs every other process of the job, process group by
+process group, 0.2-0.4 s after the loss, prints ``BAD TERMINATION ... PID p ... EXIT CODE: 9`` with a pid that need
+not be the lost one, and exits with status 9. No process of the job survives to report anything, so the report
+comes from outside it:
 
-Not done (issue 14): an agent that hangs without dying (stopped, deadlocked) is not detected (the world waits for
-its reply; telling it from a long update would need heartbeats); the launcher names only processes on its own
-host; C-TRPO has no MPI backend (it is centralized).
+* **Lost agent (any launch).** At start the world writes ``processes.json`` (rank, host and pid of every process)
+  and starts ``marl/_watchdog.py``: a standard-library script (no torch, no MPI) in a session of its own, which
+  hydra's clean-up does not reach. It watches the agents on its host through Linux pidfds and the world through a
+  pipe (the world writes ``done`` on a normal end, and before every checkpoint set the set it commits). The first
+  agent to end while the job runs is named on ``mpiexec``'s stderr (reopened through ``/proc``; appended once
+  mpiexec has ended when that is a regular file) and in ``failure.json``: ``error: agent 1 (rank 2, pid ... on
+  host) ended while the job was running (killed, crashed or aborted ...); the MPI launcher ended the job; the last
+  complete checkpoint set is iteration k; continue with: python -m marl train --backend mpi --resume DIR``, within a
+  second of the kill (tested under a bare ``mpiexec``). An agent that raises prints its traceback and aborts the
+  job (and is named too when the watchdog sees it end first).
+* **Hung agent** (alive but silent: SIGSTOP, a deadlock, an unreachable host). Every agent process sends the world
+  a heartbeat once a second from a thread of its own, whatever its update is doing; while the world waits for a
+  reply it drains them, and an agent silent for ``mpi_agent_timeout`` seconds (config, default 60; a resumable
+  change) ends the job: the world names it (``... sent no heartbeat for 60.2 s (mpi_agent_timeout = 60 s) ...``, on
+  its stderr and in ``failure.json``) and calls ``MPI_Abort``, which takes every process down, the stopped one too
+  (tested). A long update is not a hang: its heartbeats go on.
+* ``python -m marl train --backend mpi ...`` run *outside* mpiexec starts ``mpiexec -n N+1`` itself (:func:`launch`)
+  and, when neither the world nor the watchdog named anyone, names the process that ended first (pidfds).
+
+The checkpoint set the message names is whole (the manifest commits a set only once every part is written), and
+``--resume`` continues from it exactly (tested after a kill and after a hang). Limits: the watchdog sees only the
+agents on the world's host; an agent lost on another host makes hydra end the job too, and the watchdog then names
+the world as ended first, listing the agents it could not watch (a hang there is named by the heartbeats). C-TRPO
+has no MPI backend (it is centralized).
 """
 
 from __future__ import annotations
@@ -79,13 +102,16 @@ import numpy as np
 import torch
 
 from consensus_admm import ADMMSettings, Averaging
+from consensus_admm.graphs import metropolis_weights
+from trpo_core import GAESettings
 
 from .algos.baselines import mean_over_agents, step_metrics, trpo_policy_update
 from .algos.batch import samples, standardize
+from .algos.fdmarl import FDMARLAgent, team_metrics
 from .algos.from_config import learner_settings, matrpo_settings, trpo_settings
 from .algos.learner import Learner
 from .algos.matrpo import MATRPOAgent, communication_graph, edge_engine
-from .algos.seeding import seed_sequence
+from .algos.seeding import seed_sequence, shared_noise_generator
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_state, save_state
 from .config import TrainConfig
 from .rollout import Rollout
@@ -93,10 +119,13 @@ from .rollout import Rollout
 __all__ = ["train_mpi", "launch", "under_mpi_launcher", "find_mpiexec", "lost_process_message", "RemoteAlgorithm",
            "MPI_ALGORITHMS", "is_manifest", "assemble_state", "committed_iteration", "part_path"]
 
-MPI_ALGORITHMS = ("itrpo", "matrpo")
+MPI_ALGORITHMS = ("itrpo", "matrpo", "fdmarl")
 MANIFEST_FORMAT = "marl.distributed/checkpoint-set-1"
 PROCESSES_NAME = "processes.json"
+FAILURE_NAME = "failure.json"  # the world's record of the agent process it named when it ended the job
 _TAG = 31
+_HEARTBEAT_TAG = 37
+_CHECK_SECONDS = 0.05  # while waiting for a reply, heartbeats are drained and checked this often
 
 
 def _mpi():
@@ -169,7 +198,8 @@ def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = Non
     so none of them can report it, and MPICH's report names one pid, which is not always the lost one (here it named
     the world's when an agent was killed). This parent therefore watches the job's processes on this host itself
     (``processes.json`` + Linux pidfds, which become readable the moment a process ends) and names the one that ended
-    first, with the checkpoint set that ``--resume`` will use.
+    first, with the checkpoint set that ``--resume`` will use, unless the world or its watchdog has already named a
+    process (``failure.json``, module docstring).
     """
     mpiexec = mpiexec or find_mpiexec()
     if mpiexec is None:
@@ -184,7 +214,10 @@ def launch(argv: list[str], n_agents: int, run_dir, *, mpiexec: str | None = Non
     except KeyboardInterrupt:  # Ctrl-C reached mpiexec too (same process group); let it end the ranks
         rc = job.wait()
     watcher.join(timeout=1.0)
-    if rc not in (0, 1, 2) and len(first) == 1:  # 1, 2: the job reported its own error (traceback, "error: ...")
+    failure = Path(run_dir) / FAILURE_NAME
+    named = failure.exists() and failure.stat().st_mtime >= started - 1.0  # by the world or its watchdog
+    # 1, 2: the job reported its own error (traceback, "error: ...")
+    if rc not in (0, 1, 2) and len(first) == 1 and not named:
         print(lost_process_message(first[0], rc, run_dir), file=sys.stderr, flush=True)
     return rc
 
@@ -220,12 +253,44 @@ def _watch_job(job, run_dir: Path, started: float, first: list) -> None:
 def lost_process_message(entry: dict, status: int, run_dir) -> str:
     """The error naming the process of the job that ended first (an entry of ``processes.json``)."""
     who = "the world process" if entry.get("agent") is None else f"agent {entry['agent']}"
-    committed = committed_iteration(run_dir)
-    resume = ("no checkpoint set was completed" if committed is None else
-              f"the last complete checkpoint set is iteration {committed}; continue with: "
-              f"python -m marl train --backend mpi --resume {run_dir}")
     return (f"error: {who} (rank {entry['rank']}, pid {entry['pid']} on {entry['host']}) stopped first and the MPI "
-            f"launcher ended the job (exit status {status}); {resume}")
+            f"launcher ended the job (exit status {status}); {_resume_hint(run_dir)}")
+
+
+def _resume_hint(run_dir) -> str:
+    committed = committed_iteration(run_dir)
+    return ("no checkpoint set was completed" if committed is None else
+            f"the last complete checkpoint set is iteration {committed}; continue with: "
+            f"python -m marl train --backend mpi --resume {run_dir}")
+
+
+def _start_watchdog(processes: dict, run_dir: Path):
+    """Start ``marl/_watchdog.py`` (its docstring) for the agents on this host; None without Linux pidfds."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    here = socket.gethostname()
+    err, launcher = _launcher_stderr()
+    spec = {"run_dir": str(run_dir), "world": processes["world"], "stderr_fd": err, "launcher_pid": launcher,
+            "agents": [e for e in processes["agents"] if e["host"] == here],
+            "remote_agents": [e["agent"] for e in processes["agents"] if e["host"] != here]}
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", str(Path(__file__).with_name("_watchdog.py")),
+                                 json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=(err,), start_new_session=True)
+    finally:
+        os.close(err)
+
+
+def _launcher_stderr() -> tuple[int, int | None]:
+    """(descriptor, pid): the stderr of ``mpiexec`` (this process's grandparent, through hydra's proxy, on the host
+    it was started on), which outlives the job's processes; else a duplicate of this process's own, and None."""
+    try:
+        launcher = int(Path(f"/proc/{os.getppid()}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if Path(f"/proc/{launcher}/comm").read_text().startswith("mpiexec"):
+            return os.open(f"/proc/{launcher}/fd/2", os.O_WRONLY | os.O_APPEND), launcher
+    except (OSError, ValueError, IndexError):  # not Linux, another launcher, a stderr that cannot be reopened
+        pass
+    return os.dup(2), None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -253,11 +318,15 @@ class RemoteAlgorithm:
         self.iteration = 0  # the iteration the agents' learners are at (updates done)
         self.bytes_to = np.zeros(n, dtype=np.int64)  # world -> agent i since the last update
         self.bytes_from = np.zeros(n, dtype=np.int64)  # agent i -> world since the last update
+        (self.run_dir / FAILURE_NAME).unlink(missing_ok=True)  # a previous job's
+        self.last_beat = np.full(n, time.monotonic())  # when the world last received each agent's heartbeat
+        self.processes = {"world": {"rank": 0, "host": socket.gethostname(), "pid": os.getpid()},
+                          "agents": [{"agent": i, "rank": i + 1, "host": "?", "pid": "?"} for i in range(n)]}
         where = self._request([("init", (config, i, list(obs_dims), list(n_actions), str(self.run_dir)))
                                for i in range(n)], count=False)
-        processes = {"world": {"rank": 0, "host": socket.gethostname(), "pid": os.getpid()},
-                     "agents": [{"agent": i, "rank": i + 1, **w} for i, w in enumerate(where)]}
-        atomic_write_bytes(self.run_dir / PROCESSES_NAME, json.dumps(processes, indent=2).encode())
+        self.processes["agents"] = [{"agent": i, "rank": i + 1, **w} for i, w in enumerate(where)]
+        atomic_write_bytes(self.run_dir / PROCESSES_NAME, json.dumps(self.processes, indent=2).encode())
+        self._watchdog = _start_watchdog(self.processes, self.run_dir)
 
     def _request(self, payloads, *, count: bool = True):
         """Send payload i to agent i, then gather the replies in agent order; ``count``: add to the byte counters."""
@@ -266,10 +335,44 @@ class RemoteAlgorithm:
             self.bytes_to[i] += sent if count else 0
         replies = []
         for i in range(self.n_agents):
-            reply, received = _recv_obj(self.comm, i + 1)
+            reply, received = self._await(i)
             self.bytes_from[i] += received if count else 0
             replies.append(reply)
         return replies
+
+    def _await(self, i: int):
+        """(reply, bytes) of agent i's next reply. While waiting, every agent's heartbeats are drained; one that
+        sent none for ``mpi_agent_timeout`` seconds (it hangs, or its host is gone) ends the job, named."""
+        MPI = _mpi()
+        status = MPI.Status()
+        next_check = 0.0
+        while not self.comm.Iprobe(source=i + 1, tag=_TAG, status=status):
+            now = time.monotonic()
+            if now < next_check:
+                continue
+            next_check = now + _CHECK_SECONDS
+            while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_HEARTBEAT_TAG, status=status):
+                self.comm.Recv(bytearray(0), source=status.Get_source(), tag=_HEARTBEAT_TAG)
+                self.last_beat[status.Get_source() - 1] = now
+            silent = now - self.last_beat
+            q = int(np.argmax(silent))
+            if silent[q] > self.config.mpi_agent_timeout:
+                self._end_job(q, f"sent no heartbeat for {silent[q]:.1f} s (mpi_agent_timeout = "
+                                 f"{self.config.mpi_agent_timeout:g} s): it hangs (stopped, deadlocked) or its host "
+                                 "is unreachable")
+        buf = bytearray(status.Get_count(MPI.BYTE))
+        self.comm.Recv(buf, source=i + 1, tag=_TAG)
+        return MPI.pickle.loads(buf), len(buf)
+
+    def _end_job(self, agent: int, what: str) -> None:
+        """Name agent ``agent`` (stderr, and ``failure.json`` in the run directory, which outlives the job) and
+        abort the MPI job."""
+        entry = self.processes["agents"][agent]
+        message = (f"error: agent {agent} (rank {entry['rank']}, pid {entry['pid']} on {entry['host']}) {what}; "
+                   f"the job is ended; {_resume_hint(self.run_dir)}")
+        atomic_write_bytes(self.run_dir / FAILURE_NAME, json.dumps(dict(entry, message=message)).encode())
+        print(message, file=sys.stderr, flush=True)
+        self.comm.Abort(3)
 
     def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
         cols = self._request([("act", o.numpy()) for o in obs])
@@ -295,7 +398,9 @@ class RemoteAlgorithm:
     def state_dict(self) -> dict:
         """Every agent writes its part of the set for ``self.iteration``; returns the set's manifest."""
         it = self.iteration
-        acks = self._request([("save", (it, committed_iteration(self.run_dir)))] * self.n_agents, count=False)
+        committed = committed_iteration(self.run_dir)
+        self._tell_watchdog(f"set {committed} {it} {time.time_ns()}")  # what it names as the last complete set
+        acks = self._request([("save", (it, committed))] * self.n_agents, count=False)
         parts = [str(part_path(".", i, it)) for i in range(self.n_agents)]
         if acks != parts:  # pragma: no cover - protocol error
             raise RuntimeError(f"agents acknowledged {acks}, expected {parts}")
@@ -313,10 +418,31 @@ class RemoteAlgorithm:
                                     "incomplete: " + "; ".join(errors))
         self.iteration = int(state["iteration"])
 
+    def _tell_watchdog(self, line: str) -> bool:
+        """Send the watchdog a line (marl/_watchdog.py); False when there is none (no pidfds, or it is gone)."""
+        if self._watchdog is None:
+            return False
+        try:
+            self._watchdog.stdin.write(line.encode() + b"\n")
+            self._watchdog.stdin.flush()
+        except BrokenPipeError:  # it failed: training goes on without it
+            self._watchdog = None
+        return self._watchdog is not None
+
     def close(self) -> None:
+        if self._tell_watchdog("done"):  # a normal end: the agents about to exit are not lost
+            self._watchdog.stdin.close()
+            self._watchdog.wait(timeout=30)
         committed = committed_iteration(self.run_dir)
         for i in range(self.n_agents):
             _send_obj(self.comm, ("stop", committed), i + 1)
+        # Every agent answers once its heartbeat thread has ended; the heartbeats sent before are received here, so
+        # that no message is left in flight to a process that has finalized MPI.
+        for i in range(self.n_agents):
+            self._await(i)
+        status = _mpi().Status()
+        while self.comm.Iprobe(source=_mpi().ANY_SOURCE, tag=_HEARTBEAT_TAG, status=status):
+            self.comm.Recv(bytearray(0), source=status.Get_source(), tag=_HEARTBEAT_TAG)
 
 
 def _merge_itrpo(parts, config) -> dict[str, float]:
@@ -376,7 +502,19 @@ def _merge_matrpo(parts, config) -> dict[str, float]:
     return metrics
 
 
-_MERGE = {"itrpo": _merge_itrpo, "matrpo": _merge_matrpo}
+def _merge_fdmarl(parts, config) -> dict[str, float]:
+    """The metrics of ``FDMARL.update`` from the agents' own parts."""
+    metrics: dict[str, float] = {}
+    for p in parts:
+        metrics.update(p["metrics"])
+    team_metrics(metrics, np.array([p["critic_loss"] for p in parts]), np.array([p["actor_stats"] for p in parts]))
+    metrics["diffusion/critic_disagreement"] = parts[0]["disagreement"]
+    metrics["comm/messages_total"] = float(np.array([p["messages"] for p in parts], dtype=float).sum())
+    metrics["comm/floats_sent_total"] = float(np.array([p["floats"] for p in parts], dtype=float).sum())
+    return metrics
+
+
+_MERGE = {"itrpo": _merge_itrpo, "matrpo": _merge_matrpo, "fdmarl": _merge_fdmarl}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -385,33 +523,52 @@ _MERGE = {"itrpo": _merge_itrpo, "matrpo": _merge_matrpo}
 
 
 def _agent_loop(comm, agents) -> None:
-    """Serve the world's requests until "stop"."""
+    """Serve the world's requests until "stop"; from "init" on, a thread sends the world a heartbeat every second."""
     worker = None
-    while True:
-        (cmd, payload), _ = _recv_obj(comm, 0)
-        if cmd == "stop":
-            if worker is not None and payload is not None:
-                _prune_parts(worker.run_dir, worker.i, keep={payload})
-            return
-        if cmd == "init":
-            config, i, obs_dims, n_actions, run_dir = payload
-            if config.torch_threads is not None:
-                torch.set_num_threads(config.torch_threads)
-            worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
-            worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
-            reply = {"host": socket.gethostname(), "pid": os.getpid()}
-        elif cmd == "act":
-            with torch.no_grad():
-                reply = worker.learner.act(torch.from_numpy(payload)).numpy()
-        elif cmd == "update":
-            reply = worker.update(*payload)
-        elif cmd == "save":
-            reply = _save_part(worker, *payload)
-        elif cmd == "load":
-            reply = _load_part(worker, payload)
-        else:  # pragma: no cover - protocol error
-            raise RuntimeError(f"unknown request {cmd!r}")
-        _send_obj(comm, reply, 0)
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=_heartbeat, args=(comm, stop), name="heartbeat", daemon=True)
+    try:
+        while True:
+            (cmd, payload), _ = _recv_obj(comm, 0)
+            if cmd == "stop":
+                if worker is not None and payload is not None:
+                    _prune_parts(worker.run_dir, worker.i, keep={payload})
+                if heartbeat.is_alive():  # the world waits for this answer once it has had "init"
+                    stop.set()
+                    heartbeat.join()
+                    _send_obj(comm, "stopped", 0)
+                return
+            if cmd == "init":
+                heartbeat.start()
+                config, i, obs_dims, n_actions, run_dir = payload
+                if config.torch_threads is not None:
+                    torch.set_num_threads(config.torch_threads)
+                worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
+                worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
+                reply = {"host": socket.gethostname(), "pid": os.getpid()}
+            elif cmd == "act":
+                with torch.no_grad():
+                    reply = worker.act(torch.from_numpy(payload)).numpy()
+            elif cmd == "update":
+                reply = worker.update(*payload)
+            elif cmd == "save":
+                reply = _save_part(worker, *payload)
+            elif cmd == "load":
+                reply = _load_part(worker, payload)
+            else:  # pragma: no cover - protocol error
+                raise RuntimeError(f"unknown request {cmd!r}")
+            _send_obj(comm, reply, 0)
+    finally:
+        stop.set()
+        if heartbeat.is_alive():
+            heartbeat.join()
+
+
+def _heartbeat(comm, stop: threading.Event, interval: float = 1.0) -> None:
+    """Tell the world this process is alive, every ``interval`` seconds until ``stop``: an empty message, sent
+    however busy the main thread is (it waits in MPI or computes in torch, both with the GIL released)."""
+    while not stop.wait(interval):
+        comm.Send(bytearray(0), dest=0, tag=_HEARTBEAT_TAG)
 
 
 def _send_obj(comm, obj, dest: int) -> int:
@@ -516,7 +673,15 @@ def _timed_value_fit(learner: Learner, obs, ret, val):
     return vf, time.perf_counter() - t
 
 
-class _ITRPOAgent:
+class _Worker:
+    """An agent process's algorithm side: ``learner`` (what its checkpoint part holds), ``act`` and ``update``."""
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """This agent's column of the joint action, [B, 1] int64."""
+        return self.learner.act(obs)
+
+
+class _ITRPOAgent(_Worker):
     """Agent i of I-TRPO: ``ITRPO.update``'s work for its own learner."""
 
     def __init__(self, agents, config, i, obs_dims, n_actions):
@@ -538,7 +703,7 @@ class _ITRPOAgent:
         return {"metrics": metrics, "value_fit_seconds": seconds}
 
 
-class _MATRPOAgent:
+class _MATRPOAgent(_Worker):
     """Agent q of MATRPO: ``MATRPO.update``'s work for its own agent, the consensus with its graph neighbours."""
 
     def __init__(self, agents, config, i, obs_dims, n_actions):
@@ -637,4 +802,106 @@ class _MATRPOAgent:
                     floats=int(engine.floats_sent[q]), bytes_sent=sent)
 
 
-_AGENTS = {"itrpo": _ITRPOAgent, "matrpo": _MATRPOAgent}
+def _own_rollout(d: dict, i: int, n: int) -> Rollout:
+    """A :class:`Rollout` holding only agent i's slice of the world's (its observations and rewards, and the global
+    pieces): the other agents' entries are absent (None, and nan rewards, so a read of them cannot pass unseen)."""
+    def only_mine(x):
+        out = [None] * n
+        out[i] = x
+        return out
+
+    rewards = torch.full((*d["rewards"].shape, n), math.nan, dtype=d["rewards"].dtype)
+    rewards[..., i] = d["rewards"]
+    return Rollout(obs=only_mine(d["obs"]), last_obs=only_mine(d["last_obs"]), actions=d["actions"],
+                   rewards=rewards, terminated=d["terminated"], truncated=d["truncated"], done_index=d["done_index"],
+                   final_obs=only_mine(d["final_obs"]))
+
+
+class _FDMARLAgent(_Worker):
+    """Agent i of FDMARL: ``FDMARL.update``'s work for its own agent; the diffusion (F4) with its graph neighbours.
+
+    Each diffusion sends this agent's consensus parameters omega~^i (float32) to every neighbour and receives
+    theirs (non-blocking sends, then one receive per neighbour: no ordering between agents can deadlock), then mixes
+    with its row of W in the in-process order (``graph.neighbors(i)``). Monitoring only: the critic disagreement
+    (a global quantity) is computed on agent 0 from every agent's parameters, gathered once per iteration after the
+    critic phase and counted apart (``comm/bytes_monitoring_agent_<q>``).
+    """
+
+    def __init__(self, agents, config, i, obs_dims, n_actions):
+        n = len(obs_dims)
+        self.comm, self.config, self.i, self.n = agents, config, i, n
+        g = communication_graph(config.admm.graph, n, p=config.admm.graph_p, seed=config.seed)
+        graph = nx.Graph()
+        graph.add_nodes_from(range(n))  # as FDMARL.__init__: row k of W is agent k, neighbours in its order
+        graph.add_edges_from(g.edges)
+        weights = metropolis_weights(graph)
+        self.neighbours = list(graph.neighbors(i))
+        self.self_weight = float(weights[i, i])
+        self.weights = {j: float(weights[i, j]) for j in self.neighbours}
+        self.learner = FDMARLAgent(
+            i, obs_dims, n_actions, config.fdmarl, gae=GAESettings(config.gamma, config.gae_lambda),
+            gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes, activation=config.activation,
+            seed=seed_sequence(config.seed, 4, i),
+            shared_noise=shared_noise_generator(config.seed) if config.sampling_noise == "shared" else None)
+
+    def act(self, obs):
+        return self.learner.act(obs)[:, None]
+
+    def update(self, iteration, d):
+        agent, i = self.learner, self.i
+        rollout = _own_rollout(d, i, self.n)
+        self.floats = self.bytes_sent = self.messages = 0
+        explained = agent.prepare(rollout)["explained_variance"]  # (F1)
+        schedule = agent.critic_schedule()
+        critic_loss = np.float64(0.0)
+        for idx in schedule:  # (F3), each step followed by (F4)
+            critic_loss += agent.critic_step(idx)
+            for _ in range(self.config.fdmarl.diffusion_rounds):
+                self._diffuse()
+        critic_loss /= len(schedule)
+        agent.set_advantages(rollout)  # (F2)
+        with torch.no_grad():
+            old_logits = agent.private.actor(agent.private.batch.obs)[:, 0]
+        actor_schedule = agent.actor_schedule()
+        actor_stats = np.zeros(2)
+        for idx in actor_schedule:  # (F5)
+            actor_stats += agent.actor_step(idx)
+        actor_stats /= len(actor_schedule)
+        kl = agent.policy_kl(old_logits)
+        agent.release()
+        disagreement, monitoring = self._disagreement()
+        return {"metrics": {f"value/explained_variance_agent_{i}": explained, f"policy/kl_agent_{i}": kl,
+                            f"value/loss_agent_{i}": float(critic_loss),
+                            f"comm/floats_sent_agent_{i}": float(self.floats),
+                            f"comm/bytes_sent_agent_{i}": float(self.bytes_sent),
+                            f"comm/bytes_monitoring_agent_{i}": float(monitoring)},
+                "critic_loss": critic_loss, "actor_stats": actor_stats, "messages": self.messages,
+                "floats": self.floats, "disagreement": disagreement}
+
+    def _diffuse(self) -> None:
+        """(F4) at this agent: omega~ to and from every neighbour, then omega^i = sum_j W_ij omega~^j."""
+        MPI = _mpi()
+        own = np.ascontiguousarray(self.learner.message().numpy())
+        sends = [self.comm.Isend(own, dest=j, tag=_TAG + 2) for j in self.neighbours]
+        received = {}
+        for j in self.neighbours:
+            received[j] = np.empty_like(own)
+            self.comm.Recv(received[j], source=j, tag=_TAG + 2)
+        MPI.Request.Waitall(sends)
+        self.messages += len(self.neighbours)
+        self.floats += len(self.neighbours) * own.size
+        self.bytes_sent += len(self.neighbours) * own.nbytes
+        self.learner.mix(self.self_weight, {j: torch.from_numpy(m) for j, m in received.items()}, self.weights)
+
+    def _disagreement(self):
+        """(``FDMARL.critic_disagreement`` on agent 0, None elsewhere; bytes this agent sent for it). Monitoring."""
+        own = self.learner.message()
+        flats = self.comm.gather(own, root=0)
+        if self.i != 0:
+            return None, own.numpy().nbytes
+        flats = torch.stack(flats)
+        mean = flats.mean(0)
+        return float((flats - mean).norm(dim=1).max() / mean.norm().clamp_min(1e-12)), 0
+
+
+_AGENTS = {"itrpo": _ITRPOAgent, "matrpo": _MATRPOAgent, "fdmarl": _FDMARLAgent}

@@ -22,7 +22,7 @@ CONFIG_NAME = "config.json"
 # Settings a resumed run may change: they change how fast it runs, how often it saves or how often it is evaluated
 # (evaluation leaves training untouched), not what it trains. eval_episodes is not one: it changes what eval/* means.
 RESUMABLE_CHANGES = frozenset({"total_steps", "torch_threads", "checkpoint_every", "concurrent_value_fit",
-                               "admm.parallel_endpoints", "eval_every"})
+                               "admm.parallel_endpoints", "eval_every", "mpi_agent_timeout"})
 
 
 def save_config(run_dir: Path, config: TrainConfig) -> None:

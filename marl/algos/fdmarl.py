@@ -346,6 +346,18 @@ def _adam_step(optimizer, module: nn.Module, loss: torch.Tensor, max_grad_norm: 
     optimizer.step()
 
 
+def team_metrics(metrics: dict[str, float], critic_loss: np.ndarray, actor_stats: np.ndarray) -> None:
+    """Add the team's metrics of an update to the per-agent ones in ``metrics`` (``*_agent_<i>``), given each
+    agent's mean critic loss [N] and mean (actor loss, entropy) [N, 2]; also used by ``marl.distributed``."""
+    n = len(critic_loss)
+    metrics["value/loss"] = float(critic_loss.mean())
+    metrics["value/explained_variance"] = float(np.mean(
+        [metrics[f"value/explained_variance_agent_{i}"] for i in range(n)]))
+    metrics["policy/loss"] = float(actor_stats[:, 0].mean())
+    metrics["policy/entropy"] = float(actor_stats[:, 1].mean())
+    metrics["policy/kl"] = float(np.mean([metrics[f"policy/kl_agent_{i}"] for i in range(n)]))
+
+
 class FDMARL(TeamCheckpoint):
     """Fully decentralized networked actor-critic over a communication graph (module docstring for the math).
 
@@ -446,12 +458,7 @@ class FDMARL(TeamCheckpoint):
                 agent.release()
             metrics[f"value/loss_agent_{i}"] = float(critic_loss[i])
             metrics[f"comm/floats_sent_agent_{i}"] = float(self.floats_sent[i])
-        metrics["value/loss"] = float(critic_loss.mean())
-        metrics["value/explained_variance"] = float(np.mean(
-            [metrics[f"value/explained_variance_agent_{i}"] for i in range(n)]))
-        metrics["policy/loss"] = float(actor_stats[:, 0].mean())
-        metrics["policy/entropy"] = float(actor_stats[:, 1].mean())
-        metrics["policy/kl"] = float(np.mean([metrics[f"policy/kl_agent_{i}"] for i in range(n)]))
+        team_metrics(metrics, critic_loss, actor_stats)
         metrics["diffusion/critic_disagreement"] = self.critic_disagreement()
         metrics["comm/messages_total"] = float(self.messages_sent.sum())
         metrics["comm/floats_sent_total"] = float(self.floats_sent.sum())

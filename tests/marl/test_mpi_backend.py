@@ -1,7 +1,7 @@
 """Oracle: ``mpiexec -n N+1 python -m marl train --backend mpi`` (a world process and one process per agent) logs the
-same metrics as the in-process run of the same configuration and seed, for I-TRPO and MATRPO; ``--resume`` under
-mpiexec continues it exactly from the last complete checkpoint set (one part per agent process, committed by the
-world's manifest) and ``eval`` assembles that set; kill -9 of an agent ends the job with an error naming it.
+same metrics as the in-process run of the same configuration and seed, for I-TRPO, MATRPO and FDMARL; ``--resume``
+under mpiexec continues it exactly from the last complete checkpoint set (one part per agent process, committed by
+the world's manifest) and ``eval`` assembles that set; kill -9 of an agent ends the job with an error naming it.
 
 Equality needs ``stack_value_fits=false``: the stacked value fit is one computation over all agents and equals the
 per-agent fits only up to float32 rounding. Skipped with a reason when mpi4py or mpiexec is missing.
@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,10 +68,15 @@ def _assert_same_rows(got, want):
 CASES = {
     "itrpo_n3": ("itrpo", []),
     "matrpo_n3_ring_cyclic": ("matrpo", []),
+    # 2 critic steps per iteration (200 samples in minibatches of 128), each followed by 2 diffusion rounds
+    "fdmarl_n3_ring": ("fdmarl", ["fdmarl.critic_minibatch_size=128", "fdmarl.critic_epochs=1",
+                                  "fdmarl.diffusion_rounds=2"]),
 }
 SLOW_CASES = {
     "matrpo_n4_complete_random_drops": ("matrpo", ["env.n_agents=4", "admm.graph=complete", "admm.edge_order=random",
                                                    "admm.drop_prob=0.2", "admm.dual_init=1.0", "admm.iterations=8"]),
+    "fdmarl_n4_complete_q_shared_noise": ("fdmarl", ["env.n_agents=4", "admm.graph=complete", "fdmarl.critic=q",
+                                                     "fdmarl.critic_minibatch_size=64", "sampling_noise=shared"]),
 }
 
 
@@ -109,6 +115,29 @@ def test_mpi_bytes_sent_match_the_in_process_float_counts(runs):
         for q in range(3):
             assert float(g[f"comm/bytes_sent_agent_{q}"]) == 8 * float(w[f"comm/floats_sent_agent_{q}"]) > 0
             assert float(g[f"comm/bytes_adv_norm_agent_{q}"]) > 0
+
+
+def test_fdmarl_bytes_sent_are_the_diffused_parameters(runs):
+    """FDMARL: each agent process sent its consensus parameters (float32) to each neighbour at every diffusion: 4 x the
+    in-process float count, and that count is degree x parameters x critic steps x rounds (2 x 2 on the ring)."""
+    from marl.algos.fdmarl import FDMARLAgent
+    from marl.env_factory import make_env_for
+    from marl.rundir import load_run_config
+    from trpo_core import GAESettings, flat_params
+
+    want, got = runs("fdmarl_n3_ring")
+    config = load_run_config(got)
+    env = make_env_for(config)
+    agent = FDMARLAgent(0, env.obs_dims, env.n_actions, config.fdmarl, gae=GAESettings(), gae_boundaries="correct",
+                        hidden_sizes=config.hidden_sizes, activation=config.activation,
+                        seed=np.random.SeedSequence(0))
+    n_params = sum(flat_params(getattr(agent.private, k)).numel() for k in agent.consensus_names)
+    for g, w in zip(_rows(got), _rows(want)):
+        for q in range(3):
+            assert float(w[f"comm/floats_sent_agent_{q}"]) == 2 * n_params * 2 * 2
+            assert float(g[f"comm/bytes_sent_agent_{q}"]) == 4 * float(w[f"comm/floats_sent_agent_{q}"])
+        # monitoring (the disagreement, on agent 0): every other agent's parameters once, apart from the edges
+        assert [float(g[f"comm/bytes_monitoring_agent_{q}"]) for q in range(3)] == [0, 4 * n_params, 4 * n_params]
 
 
 def test_mpi_world_agent_bytes_carry_each_observation_twice_and_each_action_once(runs):
@@ -164,20 +193,21 @@ def test_mpi_backend_equals_in_process_slow(runs, name):
 
 
 @pytest.mark.slow
-def test_mpi_resume_uses_the_last_complete_set_and_eval_assembles_it(tmp_path):
+@pytest.mark.parametrize(("algo", "policy"), [("matrpo", "policy"), ("fdmarl", "actor")])
+def test_mpi_resume_uses_the_last_complete_set_and_eval_assembles_it(tmp_path, algo, policy):
     """Two MPI iterations, then a newer set that never completed (agents 0 and 1 wrote garbage parts for iteration 3,
     agent 2 none, no manifest), then --resume under mpiexec to three: the rows of the uninterrupted in-process run,
     and only the new complete set is left."""
     want_dir = tmp_path / "inprocess"
-    train(tiny_config("matrpo", *TINY), want_dir, progress=False, tensorboard=False)
+    train(tiny_config(algo, *TINY), want_dir, progress=False, tensorboard=False)
     run = tmp_path / "mpi"
-    _ok(_mpi_train(4, "--algo", "matrpo", "--out", str(run), *_sets(["total_steps=400"])))
+    _ok(_mpi_train(4, "--algo", algo, "--out", str(run), *_sets(["total_steps=400"])))
     assert len(_rows(run)) == 2 and load_checkpoint(run)["algo"]["iteration"] == 2
     for agent in (0, 1):
         part = torch.load(_part(run, agent, 2), weights_only=False)
         part["iteration"] = 3
-        for key in part["learner"]["policy"]:
-            part["learner"]["policy"][key].zero_()
+        for key in part["learner"][policy]:
+            part["learner"][policy][key].zero_()
         save_state(_part(run, agent, 3), part)
     _ok(_mpi_train(4, "--resume", str(run), "--steps", "600"))
     _assert_same_rows(_rows(run), _rows(want_dir))
@@ -273,3 +303,155 @@ def test_kill_9_of_an_agent_ends_the_job_naming_it_and_the_last_complete_set_res
                               "--resume", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     _ok(resumed)
     _assert_same_rows(_rows(out), _rows(want))
+
+
+# -- faults under a bare ``mpiexec`` (no launcher of ours around it) -------------------------------------------------
+
+
+def _start_bare_mpi(out, extra):
+    """``mpiexec -n 4 python -m marl train --backend mpi`` in the background, once its first checkpoint set is
+    committed: (job, {agent: pid})."""
+    import json
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    job = subprocess.Popen([MPIEXEC, "-n", "4", sys.executable, "-m", "marl", "train", "--backend", "mpi",
+                            "--no-progress", "--algo", "matrpo", "--out", str(out), *_sets(extra)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    assert job.poll() is None, "the job ended before the fault: " + job.communicate()[0]
+    agents = {e["agent"]: e["pid"] for e in json.loads((out / "processes.json").read_text())["agents"]}
+    return job, agents
+
+
+def _end_of(job, pids, t_fault):
+    """The job's output once it ended (bounded: a hang fails here), and the seconds from the fault to its end."""
+    import signal
+    import time
+
+    try:
+        output, _ = job.communicate(timeout=120)
+        return output, time.monotonic() - t_fault
+    finally:
+        if job.poll() is None:
+            job.kill()
+        # nothing of the job may outlive it (the stopped process included; its proxy may take a moment to reap)
+        deadline = time.monotonic() + 10
+        left = list(pids)
+        while left and time.monotonic() < deadline:
+            left = [pid for pid in left if _running(pid)]
+            time.sleep(0.1)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes {left} of the job outlived it"
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the watchdog watches the agents through Linux pidfds")
+def test_kill_9_of_an_agent_under_bare_mpiexec_ends_the_job_naming_it(tmp_path):
+    """MPICH's launcher kills every process of the job within a second of the kill and names a pid of its own
+    choosing; the world's watchdog (outside the job's process groups) names agent 1 on mpiexec's stderr and in
+    failure.json, and the committed set stays whole."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    job, agents = _start_bare_mpi(out, ["total_steps=4000"])
+    os.kill(agents[1], signal.SIGKILL)
+    output, seconds = _end_of(job, agents.values(), time.monotonic())
+    assert job.returncode != 0 and seconds < 30, output
+    assert f"error: agent 1 (rank 2, pid {agents[1]} on" in output, output
+    assert "ended while the job was running" in output and f"--resume {out}" in output
+    assert json.loads((out / "failure.json").read_text())["agent"] == 1
+    committed = load_checkpoint(out)["algo"]["iteration"]
+    assert f"the last complete checkpoint set is iteration {committed};" in output
+    assert 1 <= committed < 20 and all(_part(out, i, committed).exists() for i in range(3))
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the test checks the job's processes through pidfds")
+def test_a_stopped_agent_is_named_after_mpi_agent_timeout(tmp_path):
+    """SIGSTOP of agent 2 (alive, silent): the world misses its heartbeats and ends the job after
+    ``mpi_agent_timeout`` seconds, naming agent 2 and the setting; MPI_Abort takes the stopped process down too."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    job, agents = _start_bare_mpi(out, ["total_steps=4000", "mpi_agent_timeout=3"])
+    os.kill(agents[2], signal.SIGSTOP)
+    output, seconds = _end_of(job, agents.values(), time.monotonic())
+    assert job.returncode != 0 and 1.5 < seconds < 30, output  # at most 1 s of heartbeat before the stop
+    assert f"error: agent 2 (rank 3, pid {agents[2]} on" in output, output
+    assert "(mpi_agent_timeout = 3 s)" in output and "the last complete checkpoint set is iteration" in output
+    assert json.loads((out / "failure.json").read_text())["agent"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the test checks the job's processes through pidfds")
+def test_resume_after_a_stopped_agent_reproduces_the_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    extra = ["total_steps=1600", "mpi_agent_timeout=3"]
+    want = tmp_path / "inprocess"
+    train(tiny_config("matrpo", *TINY, *extra), want, progress=False, tensorboard=False)
+    out = tmp_path / "mpi"
+    job, agents = _start_bare_mpi(out, extra)
+    os.kill(agents[0], signal.SIGSTOP)
+    output, _ = _end_of(job, agents.values(), time.monotonic())
+    assert "error: agent 0 (rank 1" in output and len(_rows(out)) < 8, output
+    _ok(_mpi_train(4, "--resume", str(out)))
+    _assert_same_rows(_rows(out), _rows(want))
+    assert not (out / "failure.json").exists()  # a new job clears the old record
+
+
+def test_the_watchdog_names_the_first_agent_that_ends_and_is_silent_at_a_normal_end(tmp_path):
+    """marl/_watchdog.py without MPI: sleeping processes stand for the agents, a pipe for the world."""
+    import json
+    import signal
+    import socket
+
+    watchdog = ROOT / "marl" / "_watchdog.py"
+    host = socket.gethostname()
+
+    def start(procs, err):
+        spec = {"run_dir": str(tmp_path), "world": {"rank": 0, "host": host, "pid": os.getpid()}, "stderr_fd": err,
+                "launcher_pid": None, "remote_agents": [],
+                "agents": [{"agent": i, "rank": i + 1, "host": host, "pid": p.pid} for i, p in enumerate(procs)]}
+        return subprocess.Popen([sys.executable, "-I", "-S", str(watchdog), json.dumps(spec)], stdin=subprocess.PIPE,
+                                pass_fds=(err,), start_new_session=True)
+
+    read, write = os.pipe()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        dog = start(procs, write)
+        dog.stdin.write(b"done\n")  # a normal end: the agents then exit, and nothing is reported
+        dog.stdin.close()
+        procs[0].kill()
+        assert dog.wait(timeout=30) == 0 and not (tmp_path / "failure.json").exists()
+        procs[0].wait()
+        procs[0] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        dog = start(procs, write)
+        procs[2].send_signal(signal.SIGKILL)
+        assert dog.wait(timeout=30) == 0
+        dog.stdin.close()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    os.close(write)
+    with os.fdopen(read) as fh:
+        said = fh.read()
+    assert said.startswith(f"error: agent 2 (rank 3, pid {procs[2].pid} on {host}) ended while the job was running")
+    assert json.loads((tmp_path / "failure.json").read_text())["agent"] == 2

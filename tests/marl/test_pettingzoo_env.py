@@ -16,7 +16,8 @@ from marl.__main__ import main
 from marl.config import apply_overrides, config_from_dict, load_config
 from marl.env_factory import make_env_for
 from marl.envs import PettingZooVectorAdapter, parallel_env_factory
-from marl.train import load_run_config, train
+from marl.rundir import load_run_config
+from marl.train import train
 from marl_tiny import tiny_config
 
 simple_spread_v3 = pytest.importorskip("mpe2.simple_spread_v3", reason="mpe2 is not installed")
