@@ -152,6 +152,9 @@ class EnvConfig:
     n_envs: int = 10  # parallel environment copies per rollout (the original code uses 10)
     max_cycles: int = 100  # episode horizon T (paper: 100)
     reward_mode: str = "private"  # "private" (paper), "shared" (team sum to all), "mpe2" (local_ratio convention)
+    # Action vectors in [0, 1]^5 (mpe2's continuous layout; samples outside are clipped by the environment) and
+    # Gaussian policy heads, instead of 5 discrete moves (MATRPO, I-TRPO and C-TRPO)
+    continuous_actions: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -65,6 +65,7 @@ def make_env_for(config: TrainConfig, n_envs: int | None = None, seed: int | Non
         seed=config.seed if seed is None else seed,
         reward_mode=env.reward_mode,
         max_cycles=env.max_cycles,
+        **({"continuous_actions": True, "clip_actions": True} if env.continuous_actions else {}),
     )
 
 
@@ -354,10 +355,11 @@ def train(
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
         venv = make_env_for(config)
+        action_sizes = venv.n_actions or venv.action_dims  # per agent: action count, or action dimension
         if algorithm_factory is None:
-            algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+            algo = make_algorithm(config.algo, venv.obs_dims, action_sizes, config)
         else:
-            algo = algorithm_factory(venv.obs_dims, venv.n_actions, config)
+            algo = algorithm_factory(venv.obs_dims, action_sizes, config)
         obs = venv.reset(seed=config.seed)
         start = 0
         if state is not None:

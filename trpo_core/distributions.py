@@ -42,7 +42,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["Distribution", "Categorical", "MultiCategorical", "DiagGaussian", "kl_divergence"]
+__all__ = ["Distribution", "Categorical", "MultiCategorical", "DiagGaussian", "MultiDiagGaussian", "kl_divergence"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -280,6 +280,57 @@ class DiagGaussian(Distribution):
 
     def detach(self) -> "DiagGaussian":
         return DiagGaussian(self.mean.detach(), self.log_std.detach())
+
+
+class MultiDiagGaussian(DiagGaussian):
+    """Independent diagonal Gaussian heads, pi(a | o) = prod_n N(a^n; mu_n, diag sigma_n^2), eqs. (D3)-(D5).
+
+    Parameters
+    ----------
+    mean : torch.Tensor
+        Shape [..., n_heads, d].
+    log_std : torch.Tensor
+        Broadcastable to ``mean`` (e.g. a state-independent [n_heads, d] parameter).
+
+    Notes
+    -----
+    As :class:`MultiCategorical`: ``log_prob``, ``entropy`` and ``kl`` sum over heads and action dimensions (shape =
+    batch shape); ``log_prob_per_head`` sums over the action dimensions only, head axis first, [n_heads, ...].
+
+    Example
+    -------
+    >>> d = MultiDiagGaussian(torch.zeros(4, 3, 2), torch.zeros(3, 2))
+    >>> d.log_prob_per_head(torch.zeros(4, 3, 2)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor) -> None:
+        if mean.dim() < 2:
+            raise ValueError("mean must have shape [..., n_heads, d]")
+        super().__init__(mean, log_std)
+
+    @property
+    def n_heads(self) -> int:
+        return self.mean.shape[-2]
+
+    def log_prob_per_head(self, actions: Tensor) -> Tensor:
+        """log pi(a^n | o) for each head n, shape [n_heads, ...] from actions of shape [..., n_heads, d]."""
+        return super().log_prob(actions).movedim(-1, 0)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        # (D3)
+        return super().log_prob(actions).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return super().entropy().sum(-1)
+
+    def kl(self, other: Distribution) -> Tensor:
+        if not isinstance(other, MultiDiagGaussian):
+            raise TypeError(f"KL between MultiDiagGaussian and {type(other).__name__} is not defined")
+        return super().kl(other).sum(-1)
+
+    def detach(self) -> "MultiDiagGaussian":
+        return MultiDiagGaussian(self.mean.detach(), self.log_std.detach())
 
 
 def kl_divergence(p: Distribution, q: Distribution) -> Tensor:
