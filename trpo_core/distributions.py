@@ -174,7 +174,32 @@ class Categorical(Distribution):
         return type(self)(self.logits.detach())
 
 
-class MultiCategorical(Categorical):
+class _IndependentHeads:
+    """Independent heads along the parameters' axis -2, eq. (D3): the base distribution's per-head log-probs,
+    entropies and KLs are summed over heads; ``log_prob_per_head`` keeps them apart, head axis first."""
+
+    @property
+    def n_heads(self) -> int:
+        return self.params[0].shape[-2]
+
+    def log_prob_per_head(self, actions: Tensor) -> Tensor:
+        """log pi(a^n | o) for each head n, shape [n_heads, ...]."""
+        return super().log_prob(actions).movedim(-1, 0)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        # (D3)
+        return super().log_prob(actions).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return super().entropy().sum(-1)
+
+    def kl(self, other: Distribution) -> Tensor:
+        if not isinstance(other, type(self)):
+            raise TypeError(f"KL between {type(self).__name__} and {type(other).__name__} is not defined")
+        return super().kl(other).sum(-1)
+
+
+class MultiCategorical(_IndependentHeads, Categorical):
     """Independent categorical heads, pi(a | o) = prod_n pi(a^n | o), eq. (D3).
 
     Parameters
@@ -185,7 +210,7 @@ class MultiCategorical(Categorical):
     Notes
     -----
     ``log_prob``, ``entropy`` and ``kl`` sum over heads (shape = batch shape); ``log_prob_per_head`` keeps them apart
-    with the head axis first, [n_heads, ...], as MATRPO's ``logp_n``.
+    with the head axis first, [n_heads, ...], as MATRPO's ``logp_n`` (actions [..., n_heads]).
 
     Example
     -------
@@ -198,26 +223,6 @@ class MultiCategorical(Categorical):
         if logits.dim() < 2:
             raise ValueError("logits must have shape [..., n_heads, n_actions]")
         super().__init__(logits)
-
-    @property
-    def n_heads(self) -> int:
-        return self.logits.shape[-2]
-
-    def log_prob_per_head(self, actions: Tensor) -> Tensor:
-        """log pi(a^n | o) for each head n, shape [n_heads, ...] from actions of shape [..., n_heads]."""
-        return super().log_prob(actions).movedim(-1, 0)
-
-    def log_prob(self, actions: Tensor) -> Tensor:
-        # (D3)
-        return super().log_prob(actions).sum(-1)
-
-    def entropy(self) -> Tensor:
-        return super().entropy().sum(-1)
-
-    def kl(self, other: Distribution) -> Tensor:
-        if not isinstance(other, MultiCategorical):
-            raise TypeError(f"KL between MultiCategorical and {type(other).__name__} is not defined")
-        return super().kl(other).sum(-1)
 
 
 class DiagGaussian(Distribution):
@@ -282,7 +287,7 @@ class DiagGaussian(Distribution):
         return DiagGaussian(self.mean.detach(), self.log_std.detach())
 
 
-class MultiDiagGaussian(DiagGaussian):
+class MultiDiagGaussian(_IndependentHeads, DiagGaussian):
     """Independent diagonal Gaussian heads, pi(a | o) = prod_n N(a^n; mu_n, diag sigma_n^2), eqs. (D3)-(D5).
 
     Parameters
@@ -295,7 +300,8 @@ class MultiDiagGaussian(DiagGaussian):
     Notes
     -----
     As :class:`MultiCategorical`: ``log_prob``, ``entropy`` and ``kl`` sum over heads and action dimensions (shape =
-    batch shape); ``log_prob_per_head`` sums over the action dimensions only, head axis first, [n_heads, ...].
+    batch shape); ``log_prob_per_head`` sums over the action dimensions only, head axis first, [n_heads, ...]
+    (actions [..., n_heads, d]).
 
     Example
     -------
@@ -308,26 +314,6 @@ class MultiDiagGaussian(DiagGaussian):
         if mean.dim() < 2:
             raise ValueError("mean must have shape [..., n_heads, d]")
         super().__init__(mean, log_std)
-
-    @property
-    def n_heads(self) -> int:
-        return self.mean.shape[-2]
-
-    def log_prob_per_head(self, actions: Tensor) -> Tensor:
-        """log pi(a^n | o) for each head n, shape [n_heads, ...] from actions of shape [..., n_heads, d]."""
-        return super().log_prob(actions).movedim(-1, 0)
-
-    def log_prob(self, actions: Tensor) -> Tensor:
-        # (D3)
-        return super().log_prob(actions).sum(-1)
-
-    def entropy(self) -> Tensor:
-        return super().entropy().sum(-1)
-
-    def kl(self, other: Distribution) -> Tensor:
-        if not isinstance(other, MultiDiagGaussian):
-            raise TypeError(f"KL between MultiDiagGaussian and {type(other).__name__} is not defined")
-        return super().kl(other).sum(-1)
 
     def detach(self) -> "MultiDiagGaussian":
         return MultiDiagGaussian(self.mean.detach(), self.log_std.detach())

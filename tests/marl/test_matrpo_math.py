@@ -69,7 +69,8 @@ def float64():
     torch.set_default_dtype(old)
 
 
-def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, seed=0):
+def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, seed=0, continuous=False):
+    """A MATRPO agent prepared on a random batch; ``continuous``: Gaussian heads over ``n_actions``-vectors."""
     cfg = tiny_config(
         "matrpo",
         "hidden_sizes=4",
@@ -80,6 +81,7 @@ def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, see
         "trpo.warm_start_cg=false",
         "trpo.max_kl=0.01",
         "admm.penalty=2.0",
+        f"env.continuous_actions={str(continuous).lower()}",
     )
     agent = MATRPOAgent(0, obs_dim, n_agents, n_actions, matrpo_settings(cfg), trpo_settings(cfg),
                         learner_settings(cfg), seed_sequence(seed, 9), run_seed=seed)
@@ -87,12 +89,15 @@ def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, see
     agent.trpo = dataclasses.replace(agent.trpo, cg_residual_tol=1e-28)
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(m, obs_dim, generator=g)
-    actions = torch.randint(0, n_actions, (m, n_agents), generator=g)
+    if continuous:
+        actions = torch.rand(m, n_agents, n_actions, generator=g)
+    else:
+        actions = torch.randint(0, n_actions, (m, n_agents), generator=g)
     adv = torch.randn(m, generator=g)
     # Make the policy non-uniform so that J and H are generic.
     with torch.no_grad():
         for p in agent.private.policy.parameters():
-            p.add_(0.5 * torch.randn(p.shape, generator=g))
+            p.add_((0.3 if continuous else 0.5) * torch.randn(p.shape, generator=g))
     agent.prepare(obs, actions, adv)
     return agent, cfg, obs, actions, adv
 
@@ -214,24 +219,6 @@ def _gaussian_kl(old_out, out):
     return (s1 - s0 + (torch.exp(2 * s0) + (m0 - m1) ** 2) / (2 * torch.exp(2 * s1)) - 0.5).sum((-1, -2))
 
 
-def _tiny_gaussian_agent(n_agents=2, obs_dim=3, action_dim=2, m=60, seed=0):
-    cfg = tiny_config("matrpo", "hidden_sizes=4", "admm.theta_update=closed_form", "trpo.fvp_subsample_every=1",
-                      f"trpo.damping={DAMPING}", "trpo.cg_max_iter=200", "trpo.warm_start_cg=false",
-                      "trpo.max_kl=0.01", "admm.penalty=2.0", "env.continuous_actions=true")
-    agent = MATRPOAgent(0, obs_dim, n_agents, action_dim, matrpo_settings(cfg), trpo_settings(cfg),
-                        learner_settings(cfg), seed_sequence(seed, 9), run_seed=seed)
-    agent.trpo = dataclasses.replace(agent.trpo, cg_residual_tol=1e-28)
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(m, obs_dim, generator=g)
-    actions = torch.rand(m, n_agents, action_dim, generator=g)
-    adv = torch.randn(m, generator=g)
-    with torch.no_grad():
-        for p in agent.private.policy.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g))
-    agent.prepare(obs, actions, adv)
-    return agent, cfg, obs, actions, adv
-
-
 def _explicit_gaussian_jacobian_and_hessian(agent, obs, actions):
     policy = agent.private.policy
     names = [n for n, _ in policy.named_parameters()]
@@ -248,7 +235,7 @@ def _explicit_gaussian_jacobian_and_hessian(agent, obs, actions):
 
 
 def test_gaussian_closed_form_update_matches_explicit_eq22(float64):
-    agent, cfg, obs, actions, adv = _tiny_gaussian_agent()
+    agent, cfg, obs, actions, adv = _tiny_agent("closed_form", n_actions=2, continuous=True)
     n, m = 2, obs.shape[0]
     rng = np.random.default_rng(1)
     z_sum, dual_sum = rng.normal(scale=0.1, size=n * m), rng.normal(scale=0.1, size=n * m)
@@ -271,7 +258,7 @@ def test_gaussian_closed_form_update_matches_explicit_eq22(float64):
 
 
 def test_gaussian_linearized_exchange_is_jacobian_times_step(float64):
-    agent, cfg, obs, actions, adv = _tiny_gaussian_agent()
+    agent, cfg, obs, actions, adv = _tiny_agent("closed_form", n_actions=2, continuous=True)
     agent.matrpo = dataclasses.replace(agent.matrpo, exchange="linearized")
     n, m = 2, obs.shape[0]
     theta_old, jac, _, _ = _explicit_gaussian_jacobian_and_hessian(agent, obs, actions)
