@@ -195,6 +195,9 @@ class EnvConfig:
     # for mpe2.simple_spread_v3), of marl.envs.make_vector_env for the paper's tasks (e.g. variant, local_ratio).
     # TOML: an [env.kwargs] table; command line: --set env.kwargs.N=3 (the value read as TOML, else as a string).
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Action vectors in [0, 1]^5 (mpe2's continuous layout; samples outside are clipped by the environment) and
+    # Gaussian policy heads, instead of 5 discrete moves (MATRPO, I-TRPO and C-TRPO; the paper's tasks only)
+    continuous_actions: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)

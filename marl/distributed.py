@@ -696,7 +696,7 @@ class _ITRPOAgent(_Worker):
         obs = samples(d["obs"])
         vf, seconds = _timed_value_fit(self.learner, obs, ret, val)
         adv = standardize(adv, float(adv.mean()), float(adv.std()))
-        info = trpo_policy_update(self.learner, obs, samples(d["actions"][..., i:i + 1]), adv, self.trpo)
+        info = trpo_policy_update(self.learner, obs, samples(d["actions"][:, :, i:i + 1]), adv, self.trpo)
         metrics = step_metrics(f"_agent_{i}", info)
         metrics[f"value/loss_agent_{i}"] = vf["value_loss"]
         metrics[f"value/explained_variance_agent_{i}"] = vf["explained_variance"]

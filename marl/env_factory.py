@@ -31,15 +31,19 @@ def make_env_for(config: TrainConfig, n_envs: int | None = None, seed: int | Non
     env = config.env
     n_envs = env.n_envs if n_envs is None else n_envs
     seed = config.seed if seed is None else seed
+    continuous = {"continuous_actions": True, "clip_actions": True} if env.continuous_actions else {}
     if is_registered(env.name):
         try:
             return make_vector_env(env.name, n_envs=n_envs, n_agents=env.n_agents, seed=seed,
-                                   reward_mode=env.reward_mode, max_cycles=env.max_cycles, **env.kwargs)
+                                   reward_mode=env.reward_mode, max_cycles=env.max_cycles, **continuous,
+                                   **env.kwargs)
         except TypeError as exc:
             if not env.kwargs:
                 raise
             # an option the task does not have (its own checks name the option for a bad value)
             raise ValueError(f"env.kwargs {env.kwargs} are refused by {env.name}: {exc}") from None
+    if env.continuous_actions:
+        raise ValueError(f"env.continuous_actions applies to the paper's tasks, not to {env.name}")
     parallel_env_for(config).close()  # a clear error before the batch is built
     venv = PettingZooVectorAdapter(lambda: parallel_env_for(config), n_envs=n_envs, seed=seed, resumable=True)
     if venv.n_agents != env.n_agents:
@@ -64,6 +68,8 @@ def parallel_env_for(config: TrainConfig, **extra: Any):
     kwargs = dict(env.kwargs)
     if is_registered(env.name):
         kwargs.update(n_agents=env.n_agents, reward_mode=env.reward_mode, max_cycles=env.max_cycles)
+        if env.continuous_actions:
+            kwargs.update(continuous_actions=True, clip_actions=True)
     try:
         return factory(**kwargs, **extra)
     except (TypeError, ValueError, AssertionError, KeyError) as exc:

@@ -28,7 +28,7 @@ def load_trained(run_dir: str | Path):
     config = load_run_config(run_dir)
     state = load_checkpoint(run_dir, required=("algo",))
     venv = make_env_for(config, n_envs=1)
-    algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+    algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions or venv.action_dims, config)
     from .distributed import assemble_state, is_manifest
 
     if is_manifest(state["algo"]):  # an MPI run: the agents' parts of the checkpoint set the manifest names

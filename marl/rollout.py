@@ -26,7 +26,7 @@ class Rollout:
     ----------
     obs : list of Tensor [T, B, obs_dim_i] (float32), one per agent.
     last_obs : list of Tensor [B, obs_dim_i]: observations after the last step (for bootstrapping).
-    actions : Tensor [T, B, n_agents] (int64): the executed joint action.
+    actions : Tensor [T, B, n_agents] (int64), or [T, B, n_agents, dim] (float32, continuous): the joint action.
     rewards : Tensor [T, B, n_agents] (float32): each agent's own reward.
     terminated, truncated : Tensor [T, B] (bool).
     done_index : LongTensor [K, 2]: (t, b) of every step after which the environment was reset.

@@ -156,10 +156,11 @@ def train(
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
         venv = make_env_for(config)
+        action_sizes = venv.n_actions or venv.action_dims  # per agent: action count, or action dimension
         if algorithm_factory is None:
-            algo = make_algorithm(config.algo, venv.obs_dims, venv.n_actions, config)
+            algo = make_algorithm(config.algo, venv.obs_dims, action_sizes, config)
         else:
-            algo = algorithm_factory(venv.obs_dims, venv.n_actions, config)
+            algo = algorithm_factory(venv.obs_dims, action_sizes, config)
         if config.eval_every and "greedy" not in inspect.signature(algo.act).parameters:
             raise ValueError(f"eval_every={config.eval_every} needs an algorithm that acts greedily; "
                              f"{type(algo).__name__} cannot (--backend mpi: set eval_every=0)")

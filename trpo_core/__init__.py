@@ -6,7 +6,7 @@ Gauss-Newton), step length, backtracking line search with HARL's and MATRPO's ac
 """
 
 from .cg import CGInfo, conjugate_gradient
-from .distributions import Categorical, DiagGaussian, Distribution, MultiCategorical, kl_divergence
+from .distributions import Categorical, DiagGaussian, Distribution, MultiCategorical, MultiDiagGaussian, kl_divergence
 from .fisher import FisherVectorProduct, fisher_vector_product, functional_fisher_vector_product, subsample
 from .gae import compute_gae
 from .params import flat_grad, flat_params, n_parameters, set_flat_params, trainable_parameters, unflatten
@@ -31,6 +31,7 @@ __all__ = [
     "GAESettings",
     "LineSearchResult",
     "MultiCategorical",
+    "MultiDiagGaussian",
     "StepInfo",
     "StepStatus",
     "TRPOSettings",

@@ -42,7 +42,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["Distribution", "Categorical", "MultiCategorical", "DiagGaussian", "kl_divergence"]
+__all__ = ["Distribution", "Categorical", "MultiCategorical", "DiagGaussian", "MultiDiagGaussian", "kl_divergence"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -174,7 +174,32 @@ class Categorical(Distribution):
         return type(self)(self.logits.detach())
 
 
-class MultiCategorical(Categorical):
+class _IndependentHeads:
+    """Independent heads along the parameters' axis -2, eq. (D3): the base distribution's per-head log-probs,
+    entropies and KLs are summed over heads; ``log_prob_per_head`` keeps them apart, head axis first."""
+
+    @property
+    def n_heads(self) -> int:
+        return self.params[0].shape[-2]
+
+    def log_prob_per_head(self, actions: Tensor) -> Tensor:
+        """log pi(a^n | o) for each head n, shape [n_heads, ...]."""
+        return super().log_prob(actions).movedim(-1, 0)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        # (D3)
+        return super().log_prob(actions).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return super().entropy().sum(-1)
+
+    def kl(self, other: Distribution) -> Tensor:
+        if not isinstance(other, type(self)):
+            raise TypeError(f"KL between {type(self).__name__} and {type(other).__name__} is not defined")
+        return super().kl(other).sum(-1)
+
+
+class MultiCategorical(_IndependentHeads, Categorical):
     """Independent categorical heads, pi(a | o) = prod_n pi(a^n | o), eq. (D3).
 
     Parameters
@@ -185,7 +210,7 @@ class MultiCategorical(Categorical):
     Notes
     -----
     ``log_prob``, ``entropy`` and ``kl`` sum over heads (shape = batch shape); ``log_prob_per_head`` keeps them apart
-    with the head axis first, [n_heads, ...], as MATRPO's ``logp_n``.
+    with the head axis first, [n_heads, ...], as MATRPO's ``logp_n`` (actions [..., n_heads]).
 
     Example
     -------
@@ -198,26 +223,6 @@ class MultiCategorical(Categorical):
         if logits.dim() < 2:
             raise ValueError("logits must have shape [..., n_heads, n_actions]")
         super().__init__(logits)
-
-    @property
-    def n_heads(self) -> int:
-        return self.logits.shape[-2]
-
-    def log_prob_per_head(self, actions: Tensor) -> Tensor:
-        """log pi(a^n | o) for each head n, shape [n_heads, ...] from actions of shape [..., n_heads]."""
-        return super().log_prob(actions).movedim(-1, 0)
-
-    def log_prob(self, actions: Tensor) -> Tensor:
-        # (D3)
-        return super().log_prob(actions).sum(-1)
-
-    def entropy(self) -> Tensor:
-        return super().entropy().sum(-1)
-
-    def kl(self, other: Distribution) -> Tensor:
-        if not isinstance(other, MultiCategorical):
-            raise TypeError(f"KL between MultiCategorical and {type(other).__name__} is not defined")
-        return super().kl(other).sum(-1)
 
 
 class DiagGaussian(Distribution):
@@ -280,6 +285,38 @@ class DiagGaussian(Distribution):
 
     def detach(self) -> "DiagGaussian":
         return DiagGaussian(self.mean.detach(), self.log_std.detach())
+
+
+class MultiDiagGaussian(_IndependentHeads, DiagGaussian):
+    """Independent diagonal Gaussian heads, pi(a | o) = prod_n N(a^n; mu_n, diag sigma_n^2), eqs. (D3)-(D5).
+
+    Parameters
+    ----------
+    mean : torch.Tensor
+        Shape [..., n_heads, d].
+    log_std : torch.Tensor
+        Broadcastable to ``mean`` (e.g. a state-independent [n_heads, d] parameter).
+
+    Notes
+    -----
+    As :class:`MultiCategorical`: ``log_prob``, ``entropy`` and ``kl`` sum over heads and action dimensions (shape =
+    batch shape); ``log_prob_per_head`` sums over the action dimensions only, head axis first, [n_heads, ...]
+    (actions [..., n_heads, d]).
+
+    Example
+    -------
+    >>> d = MultiDiagGaussian(torch.zeros(4, 3, 2), torch.zeros(3, 2))
+    >>> d.log_prob_per_head(torch.zeros(4, 3, 2)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor) -> None:
+        if mean.dim() < 2:
+            raise ValueError("mean must have shape [..., n_heads, d]")
+        super().__init__(mean, log_std)
+
+    def detach(self) -> "MultiDiagGaussian":
+        return MultiDiagGaussian(self.mean.detach(), self.log_std.detach())
 
 
 def kl_divergence(p: Distribution, q: Distribution) -> Tensor:

@@ -22,20 +22,28 @@ def _ctrpo(obs_dims, n_actions, config) -> CTRPO:
     return CTRPO(obs_dims, n_actions, trpo_settings(config), learner_settings(config), seed=config.seed)
 
 
+def _discrete_only(config) -> None:
+    if config.env.continuous_actions:
+        raise ValueError(f"algo {config.algo!r} supports discrete actions only; env.continuous_actions=true is for "
+                         "matrpo, itrpo and ctrpo")
+
+
 def _mappo(obs_dims, n_actions, config) -> MAPPO:
+    _discrete_only(config)
     return MAPPO(obs_dims, n_actions, config.mappo, gae=gae_settings(config),
                  gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
                  activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
 def _fdmarl(obs_dims, n_actions, config) -> FDMARL:
+    _discrete_only(config)
     graph = communication_graph(config.admm.graph, len(obs_dims), p=config.admm.graph_p, seed=config.seed)
     return FDMARL(obs_dims, n_actions, config.fdmarl, graph=graph, gae=gae_settings(config),
                   gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
                   activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
-# name -> constructor (obs_dims, n_actions, TrainConfig): the one place where each algorithm's own settings are built
+# name -> constructor (obs_dims, n_actions (continuous: action dims), TrainConfig): the one place where each algorithm's own settings are built
 # from the training configuration (marl.algos.from_config); the algorithms never see the TrainConfig.
 ALGORITHM_CLASSES = {"matrpo": _matrpo, "itrpo": _itrpo, "ctrpo": _ctrpo, "mappo": _mappo, "fdmarl": _fdmarl}
 

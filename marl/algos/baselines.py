@@ -10,6 +10,8 @@ C-TRPO
     team reward given to agent 0: the joint observation makes C-TRPO a true centralized policy, as the paper describes.
     The KL bound is the same per-learner ``max_kl`` (δ/N) as the original code used.
 
+With ``env.continuous_actions`` both act with diagonal Gaussian heads (``marl.networks.MultiHeadGaussianPolicy``).
+
 Both use the original code's TRPO step (CG 10 iterations, damping 0.01, Fisher on every 5th sample, halving line
 search, KL <= 1.5 max_kl and no surrogate decrease), via ``trpo_core.trust_region_step``.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trpo_core import MultiCategorical, TRPOSettings, fisher_vector_product, flat_grad, trust_region_step
+from trpo_core import Distribution, TRPOSettings, fisher_vector_product, flat_grad, trust_region_step
 
 from ..rollout import Rollout
 from .batch import samples, standardize
@@ -87,7 +89,7 @@ class ITRPO(TeamCheckpoint):
             with acting_as(i):
                 adv, obs = gae[i][0], obs_all[i]
                 adv = standardize(adv, float(adv.mean()), float(adv.std()))
-                own_action = samples(rollout.actions[..., i : i + 1])
+                own_action = samples(rollout.actions[:, :, i : i + 1])  # [M, 1] (continuous: [M, 1, dim])
                 info = trpo_policy_update(agent, obs, own_action, adv, self.trpo)
             metrics.update(step_metrics(f"_agent_{i}", info))
         fits, metrics["time/value_fit"] = value_fits.result()
@@ -160,8 +162,8 @@ def trpo_policy_update(learner: Learner, obs: torch.Tensor, actions: torch.Tenso
     policy = learner.private.policy
     heads = learner.acting_heads
 
-    def dist_of(logits: torch.Tensor) -> MultiCategorical:
-        return MultiCategorical(logits[:, heads])
+    def dist_of(output: torch.Tensor) -> Distribution:
+        return policy.distribution(output[:, heads])
 
     logits = policy(obs)
     dist = dist_of(logits)

@@ -43,6 +43,7 @@ def learner_settings(config: TrainConfig) -> LearnerSettings:
         hidden_sizes=config.hidden_sizes, activation=config.activation, gae=gae_settings(config),
         gae_boundaries=config.gae_boundaries, value_fit=value_fit, sampling_noise=config.sampling_noise,
         stack_value_fits=config.stack_value_fits, concurrent_value_fit=config.concurrent_value_fit,
+        continuous_actions=config.env.continuous_actions,
     )
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trpo_core import GAESettings, MultiCategorical, ValueFitSettings, ValueFitter, compute_gae
+from trpo_core import GAESettings, ValueFitSettings, ValueFitter, compute_gae
 
-from ..networks import MultiHeadPolicy, ValueNet
+from ..networks import MultiHeadGaussianPolicy, MultiHeadPolicy, ValueNet
 from ..rollout import next_values
 from .privacy import PrivateStore, acting_as
 from .seeding import sample_actions, shared_noise_generator, torch_generator
@@ -44,6 +44,8 @@ class LearnerSettings:
     sampling_noise: str
     stack_value_fits: bool  # the team's independent regressions as one stacked computation (same results)
     concurrent_value_fit: bool  # regress V in a worker thread while the policy step runs (same results)
+    # Gaussian heads over action vectors (marl.networks.MultiHeadGaussianPolicy) instead of categorical heads
+    continuous_actions: bool
 
     def __post_init__(self) -> None:
         if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
@@ -77,7 +79,8 @@ class Learner:
     owner : int
         Agent index that owns this learner's private data.
     obs_dim, n_heads, n_actions : int
-        Policy shape: logits [batch, n_heads, n_actions].
+        Policy shape: logits [batch, n_heads, n_actions]; with ``settings.continuous_actions``, ``n_actions`` is the
+        action vector's length.
     acting_heads : sequence of int
         The heads whose samples are executed (MATRPO agent i: ``[i]``; C-TRPO: all; I-TRPO: ``[0]``).
     settings : LearnerSettings
@@ -91,7 +94,8 @@ class Learner:
                  settings: LearnerSettings, seed: np.random.SeedSequence, *, run_seed: int):
         init_seq, act_seq, fit_seq = seed.spawn(3)
         torch.manual_seed(int(init_seq.generate_state(1)[0]))
-        policy = MultiHeadPolicy(obs_dim, n_heads, n_actions, settings.hidden_sizes, settings.activation)
+        policy_class = MultiHeadGaussianPolicy if settings.continuous_actions else MultiHeadPolicy
+        policy = policy_class(obs_dim, n_heads, n_actions, settings.hidden_sizes, settings.activation)
         value = ValueNet(obs_dim, settings.hidden_sizes, settings.activation)
         fit_rng = np.random.default_rng(fit_seq)
         # Without a regression the optimiser is never stepped; it exists so that every checkpoint has one.
@@ -117,14 +121,15 @@ class Learner:
 
     # -- acting -----------------------------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        """Sample the acting heads: returns [B, len(acting_heads)] int64.
+        """Sample the acting heads: returns [B, len(acting_heads)] int64 (continuous: [B, heads, dim] float).
 
         Independent noise: multinomial draws from this agent's own generator. Shared noise: Gumbel-max on uniforms
         of the logits' shape [B, heads, n_actions] from the common-seed generator, so every agent with the same
         acting-head shape draws the same noise at every step (``TrainConfig.sampling_noise``). ``greedy``: each
         head's most probable action, no draw.
         """
-        dist = MultiCategorical(self.private.policy(obs)[:, self.acting_heads])
+        policy = self.private.policy
+        dist = policy.distribution(policy(obs)[:, self.acting_heads])
         return sample_actions(dist, self.private.act_gen, self.settings.sampling_noise == "shared", greedy=greedy)
 
     # -- value function and advantages -----------------------------------------------------------------------------

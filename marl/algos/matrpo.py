@@ -104,6 +104,10 @@ Departures from the paper and from the original code (matrpo-reference-code.md Â
 - Samples are ordered env-major (m = env * T + t, as the original code's ``sf01``;
   ``marl.algos.batch.samples``), so the Fisher's every-5th-sample subsample spans every episode of the batch.
   A time-major order (all steps of 2 of 10 envs) learned markedly slower (RESULTS.md, "Sample order").
+- Continuous actions (``env.continuous_actions``; the paper's tasks are discrete): each head n is a diagonal
+  Gaussian N(mu_n(o), diag sigma_n^2) with a state-independent log-std (``marl.networks.MultiHeadGaussianPolicy``,
+  ``trpo_core.MultiDiagGaussian``). l^q, the scores of (M2) ((a - mu) / sigma^2 on the mean, ((a - mu) / sigma)^2 - 1
+  on the log-std) and the Fisher of (M3) are the Gaussian's; (M1) and (M4)-(M7) are unchanged.
 - The CG right-hand side (M2) is a vector-Jacobian product on activations cached once per outer iteration at
   theta_old (``trpo_core.FisherVectorProduct.vjp``: the score w_n (onehot(a^n) - pi_n) on the logits pulled back
   by hand through the MLP), and the Fisher product (every 5th sample, as the original code) is built once per outer
@@ -127,6 +131,7 @@ from consensus_admm import ADMMSettings, Averaging, EdgeConsensus, EndpointTerms
 from trpo_core import (
     FisherVectorProduct,
     MultiCategorical,
+    MultiDiagGaussian,
     TRPOSettings,
     backtracking_line_search,
     fisher_vector_product,
@@ -256,13 +261,15 @@ class LocalBatch:
     """
 
     obs: torch.Tensor  # o^q_m, [M, obs_dim]
-    joint_actions: torch.Tensor  # a_m, every head, [M, N]
+    joint_actions: torch.Tensor  # a_m, every head, [M, N] (continuous: [M, N, dim])
     advantages: torch.Tensor  # A^q, [M]
     theta_old: torch.Tensor  # [P]
-    old_dist: MultiCategorical  # pi^q(. | o_m; theta_old), logits [M, N, A]
+    old_dist: MultiCategorical | MultiDiagGaussian  # pi^q(. | o_m; theta_old)
+    old_output: torch.Tensor  # the policy's output at theta_old (logits [M, N, A]), the chunked KL's reference
     logp_old: torch.Tensor  # log pi^q(a^n_m | o_m; theta_old), [N, M]
-    # d log pi(a^n | o) / d z_n = onehot(a^n) - pi_n, the score on head n's logits z_n, [M, N, A]: (M2)'s cotangent
-    score: torch.Tensor
+    # d log pi(a^n | o) / d z_n for each distribution parameter z (logits; mean and log-std), [M, N, ...] each:
+    # (M2)'s cotangents before the weights w
+    score: tuple[torch.Tensor, ...]
     jacobian: FisherVectorProduct  # full batch at theta_old; its vjp is the J^T of (M2)
     fisher: FisherVectorProduct  # H of (M3), undamped, on every fvp_subsample_every-th sample
     evaluator: PolicyEvaluator  # pi^q at candidate parameters, the module untouched: (M5), (M6)
@@ -273,7 +280,27 @@ class LocalBatch:
 
     def kl(self, theta: torch.Tensor, bound: float) -> float:
         """KLbar(theta_old || theta): exact up to ``bound``; above it possibly a partial sum (enough to reject)."""
-        return self.evaluator.kl_within(theta, self.old_dist.logits, bound)
+        return self.evaluator.kl_within(theta, self.old_output, bound)
+
+
+def _scores(dist: MultiCategorical | MultiDiagGaussian, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """d log pi(a^n | o) / d z_n for each distribution parameter z, per sample and head: (M2)'s cotangents / w.
+
+    Categorical heads: onehot(a^n) - pi_n on the logits. Gaussian heads: (a - mu) / sigma^2 on the mean and
+    ((a - mu) / sigma)^2 - 1 on the log-std.
+    """
+    if isinstance(dist, MultiDiagGaussian):
+        z = (actions - dist.mean) * torch.exp(-dist.log_std)
+        return z * torch.exp(-dist.log_std), z * z - 1.0
+    logits = dist.logits
+    return (torch.nn.functional.one_hot(actions.long(), logits.shape[-1]).to(logits.dtype) - dist.probs,)
+
+
+def _output(dist: MultiCategorical | MultiDiagGaussian) -> torch.Tensor:
+    """The policy output ``dist`` was built from (the inverse of ``policy.distribution``)."""
+    if isinstance(dist, MultiDiagGaussian):
+        return torch.stack((dist.mean, dist.log_std), dim=-2)
+    return dist.logits
 
 
 class MATRPOAgent(Learner):
@@ -296,25 +323,23 @@ class MATRPOAgent(Learner):
         p = self.private
         policy = p.policy
 
-        def dist_fn(o: torch.Tensor) -> MultiCategorical:
-            return MultiCategorical(policy(o))
+        def dist_fn(o: torch.Tensor) -> MultiCategorical | MultiDiagGaussian:
+            return policy.distribution(policy(o))
 
         # The J^T operator's build forward is the full-batch forward at theta_old: reuse its outputs.
         jacobian = fisher_vector_product(policy, dist_fn, obs, form="fast", damping=0.0, subsample_every=1)
         old_dist = jacobian.distribution
-        logp_old = old_dist.log_prob_per_head(joint_actions)
-        logits = old_dist.logits
-        score = torch.nn.functional.one_hot(joint_actions.long(), logits.shape[-1]).to(logits.dtype) - old_dist.probs
         p.batch = LocalBatch(
             obs=obs, joint_actions=joint_actions, advantages=advantages, theta_old=flat_params(policy).clone(),
-            old_dist=old_dist, logp_old=logp_old, score=score, jacobian=jacobian,
+            old_dist=old_dist, old_output=_output(old_dist), logp_old=old_dist.log_prob_per_head(joint_actions),
+            score=_scores(old_dist, joint_actions), jacobian=jacobian,
             fisher=fisher_vector_product(policy, dist_fn, obs, form=self.trpo.fisher_form, damping=0.0,
                                          subsample_every=self.trpo.fvp_subsample_every),
-            evaluator=PolicyEvaluator(policy, obs),
+            evaluator=PolicyEvaluator(policy, obs, policy.distribution),
         )
         p.warm_start = None  # (s, A s, s^T A s) of this agent's last solve (M3)
         p.linearization = None  # graph of J^T u at theta_old, built on first use (M6, "linearized")
-        p.x = torch.zeros(logp_old.numel(), dtype=torch.float64)
+        p.x = torch.zeros(p.batch.logp_old.numel(), dtype=torch.float64)
 
     # -- (M1)-(M6) -------------------------------------------------------------------------------------------------
     def local_update(self, terms: EndpointTerms) -> tuple[np.ndarray, LocalUpdateInfo]:
@@ -338,7 +363,7 @@ class MATRPOAgent(Learner):
         # (M1)
         w = b.advantages.unsqueeze(0) - dual_sum + terms.penalty * z_sum
         # (M2)
-        v = b.jacobian.vjp((b.score * (w.t() / m).unsqueeze(-1),))
+        v = b.jacobian.vjp(tuple(score * (w.t() / m).unsqueeze(-1) for score in b.score))
         # (M3)
         s, cg, settings, curvature = self._direction(v)
         # (M4): to the KL boundary (T2); "penalized" also caps it at the unconstrained minimiser of the penalised
@@ -446,8 +471,8 @@ class MATRPOAgent(Learner):
         # Leaves at theta_old, apart from the module's parameters (the endpoint updates overwrite those in place).
         params = [t.detach().requires_grad_() for t in unflatten(b.theta_old, [q for _, q in named])]
         with torch.enable_grad():
-            logits = functional_call(policy, dict(zip([n for n, _ in named], params)), (b.obs,))
-            logp = MultiCategorical(logits).log_prob_per_head(b.joint_actions)
+            out = functional_call(policy, dict(zip([n for n, _ in named], params)), (b.obs,))
+            logp = policy.distribution(out).log_prob_per_head(b.joint_actions)
             u = torch.zeros_like(logp, requires_grad=True)
             jt_u = torch.autograd.grad(logp, params, grad_outputs=u, create_graph=True)
         return jt_u, u, params

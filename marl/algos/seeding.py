@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trpo_core import Categorical
+from trpo_core import Categorical, DiagGaussian
 
 
 def seed_sequence(seed: int, *words: int) -> np.random.SeedSequence:
@@ -26,13 +26,17 @@ def shared_noise_generator(seed: int) -> torch.Generator:
     return torch_generator(seed_sequence(seed, SHARED_NOISE_WORD))
 
 
-def sample_actions(dist: Categorical, generator: torch.Generator, shared: bool, *,
+def sample_actions(dist: Categorical | DiagGaussian, generator: torch.Generator, shared: bool, *,
                    greedy: bool = False) -> torch.Tensor:
     """Independent noise: multinomial draws from ``generator``. Shared: Gumbel-max on uniforms of the logits' shape
-    from the common generator, so agents drawing in step apply the same noise to their own logits. Greedy: the mode
-    (argmax of the logits), drawing nothing from ``generator`` (evaluation leaves the training streams untouched)."""
+    from the common generator, so agents drawing in step apply the same noise to their own logits. A Gaussian policy
+    draws mean + std * normal noise from ``generator`` in both modes (the common one when shared). Greedy: the mode
+    (argmax of the logits, or the Gaussian's mean), drawing nothing from ``generator`` (evaluation leaves the
+    training streams untouched)."""
     if greedy:
         return dist.mode()
+    if isinstance(dist, DiagGaussian):
+        return dist.sample(generator)
     if shared:
         return dist.sample_gumbel(torch.rand(dist.logits.shape, generator=generator))
     return dist.sample(generator)

@@ -69,7 +69,8 @@ def float64():
     torch.set_default_dtype(old)
 
 
-def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, seed=0):
+def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, seed=0, continuous=False):
+    """A MATRPO agent prepared on a random batch; ``continuous``: Gaussian heads over ``n_actions``-vectors."""
     cfg = tiny_config(
         "matrpo",
         "hidden_sizes=4",
@@ -80,6 +81,7 @@ def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, see
         "trpo.warm_start_cg=false",
         "trpo.max_kl=0.01",
         "admm.penalty=2.0",
+        f"env.continuous_actions={str(continuous).lower()}",
     )
     agent = MATRPOAgent(0, obs_dim, n_agents, n_actions, matrpo_settings(cfg), trpo_settings(cfg),
                         learner_settings(cfg), seed_sequence(seed, 9), run_seed=seed)
@@ -87,12 +89,15 @@ def _tiny_agent(theta_update: str, n_agents=2, obs_dim=3, n_actions=3, m=60, see
     agent.trpo = dataclasses.replace(agent.trpo, cg_residual_tol=1e-28)
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(m, obs_dim, generator=g)
-    actions = torch.randint(0, n_actions, (m, n_agents), generator=g)
+    if continuous:
+        actions = torch.rand(m, n_agents, n_actions, generator=g)
+    else:
+        actions = torch.randint(0, n_actions, (m, n_agents), generator=g)
     adv = torch.randn(m, generator=g)
     # Make the policy non-uniform so that J and H are generic.
     with torch.no_grad():
         for p in agent.private.policy.parameters():
-            p.add_(0.5 * torch.randn(p.shape, generator=g))
+            p.add_((0.3 if continuous else 0.5) * torch.randn(p.shape, generator=g))
     agent.prepare(obs, actions, adv)
     return agent, cfg, obs, actions, adv
 
@@ -198,3 +203,65 @@ def test_linesearch_lagrangian_matches_per_edge_sum(float64):
     thetas = [theta_old + 0.05 * torch.randn(theta_old.shape, generator=g) for _ in range(3)]
     diffs = [captured["loss_fn"](t) - per_edge(t) for t in thetas]
     assert np.ptp(diffs) < 1e-10
+
+
+# -- continuous actions: Gaussian heads (MultiDiagGaussian), against the explicit Gaussian formulas ----------------
+def _gaussian_logp_heads(out, actions):
+    """log N(a^n; mu_n, diag sigma_n^2) per head, written out: [N, M] from the policy output [M, N, 2, D]."""
+    mean, log_std = out[..., 0, :], out[..., 1, :]
+    z = (actions - mean) / torch.exp(log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1).t()
+
+
+def _gaussian_kl(old_out, out):
+    """KL(N_old || N) summed over heads and dimensions, per sample, written out."""
+    m0, s0, m1, s1 = old_out[..., 0, :], old_out[..., 1, :], out[..., 0, :], out[..., 1, :]
+    return (s1 - s0 + (torch.exp(2 * s0) + (m0 - m1) ** 2) / (2 * torch.exp(2 * s1)) - 0.5).sum((-1, -2))
+
+
+def _explicit_gaussian_jacobian_and_hessian(agent, obs, actions):
+    policy = agent.private.policy
+    names = [n for n, _ in policy.named_parameters()]
+    like = [p.detach() for p in policy.parameters()]
+    theta_old = flat_params(policy).detach().clone()
+
+    def out_at(theta):
+        return functional_call(policy, dict(zip(names, unflatten(theta, like))), (obs,))
+
+    old_out = out_at(theta_old).detach()
+    jac = torch.autograd.functional.jacobian(lambda th: _gaussian_logp_heads(out_at(th), actions), theta_old)
+    hess = torch.autograd.functional.hessian(lambda th: _gaussian_kl(old_out, out_at(th)).mean(), theta_old)
+    return theta_old, jac, hess, out_at
+
+
+def test_gaussian_closed_form_update_matches_explicit_eq22(float64):
+    agent, cfg, obs, actions, adv = _tiny_agent("closed_form", n_actions=2, continuous=True)
+    n, m = 2, obs.shape[0]
+    rng = np.random.default_rng(1)
+    z_sum, dual_sum = rng.normal(scale=0.1, size=n * m), rng.normal(scale=0.1, size=n * m)
+    theta_old, jac, hess, out_at = _explicit_gaussian_jacobian_and_hessian(agent, obs, actions)
+    beta = cfg.admm_penalty
+    w = adv[None, :] - torch.from_numpy(dual_sum).view(n, m) + beta * torch.from_numpy(z_sum).view(n, m)
+    v = torch.einsum("nmp,nm->p", jac, w) / m  # (M2) with the explicit Jacobian of the Gaussian log-densities
+    h_damped = hess + DAMPING * torch.eye(hess.shape[0])
+    h_inv_v = torch.linalg.solve(h_damped, v)
+    expected = theta_old + torch.sqrt(2 * cfg.max_kl / (v @ h_inv_v)) * h_inv_v
+
+    x, info = agent.local_update(EndpointTerms(z_sum, dual_sum, 2, beta))
+    assert info.accepted
+    got = flat_params(agent.private.policy)
+    torch.testing.assert_close(got, expected, rtol=CLOSED_FORM_RTOL, atol=1e-7)
+    d = got - theta_old
+    assert float(0.5 * d @ h_damped @ d) == pytest.approx(cfg.max_kl, rel=1e-6)
+    ratio = _gaussian_logp_heads(out_at(got), actions) - _gaussian_logp_heads(out_at(theta_old), actions)
+    np.testing.assert_allclose(x, ratio.detach().numpy().reshape(-1), atol=1e-10)
+
+
+def test_gaussian_linearized_exchange_is_jacobian_times_step(float64):
+    agent, cfg, obs, actions, adv = _tiny_agent("closed_form", n_actions=2, continuous=True)
+    agent.matrpo = dataclasses.replace(agent.matrpo, exchange="linearized")
+    n, m = 2, obs.shape[0]
+    theta_old, jac, _, _ = _explicit_gaussian_jacobian_and_hessian(agent, obs, actions)
+    x, info = agent.local_update(EndpointTerms(np.zeros(n * m), np.zeros(n * m), 2, cfg.admm_penalty))
+    d = flat_params(agent.private.policy) - theta_old
+    np.testing.assert_allclose(x, torch.einsum("nmp,p->nm", jac, d).reshape(-1).numpy(), rtol=1e-8, atol=1e-10)

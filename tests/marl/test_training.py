@@ -83,7 +83,7 @@ def _one_rollout(cfg):
     from marl.rollout import collect_rollout
 
     venv = make_env_for(cfg)
-    algo = make_algorithm(cfg.algo, venv.obs_dims, venv.n_actions, cfg)
+    algo = make_algorithm(cfg.algo, venv.obs_dims, venv.n_actions or venv.action_dims, cfg)
     rollout, _ = collect_rollout(venv, algo.act, venv.reset(seed=cfg.seed), cfg.steps_per_env)
     return venv, algo, rollout
 
@@ -288,3 +288,32 @@ def test_a_run_directory_saved_with_old_key_spellings_resumes_and_evaluates(tmp_
     assert "warning: config key 'log_every' is ignored" in err
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
     assert main(["eval", str(run), "--episodes", "1"]) == 0
+
+
+@pytest.mark.parametrize("algo", ["matrpo", "itrpo", "ctrpo"])
+def test_continuous_actions_train_from_the_cli(tmp_path, capsys, algo):
+    """--set env.continuous_actions=true: Gaussian heads act on the environments' [0, 1]^5 action boxes."""
+    from marl.__main__ import main
+
+    run = tmp_path / algo
+    argv = ["train", "--algo", algo, "--out", str(run), "--steps", "400", "--no-progress", "--set", "env.n_envs=4",
+            "--set", "steps_per_iter=200", "--set", "env.max_cycles=25", "--set", "hidden_sizes=16,16",
+            "--set", "admm.iterations=4", "--set", "vf_epochs=1", "--set", "env.continuous_actions=true"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 2 and all(np.isfinite(float(r["trpo/kl"])) for r in rows)
+    assert float(rows[-1]["trpo/accepted_fraction"]) > 0
+    cfg = tiny_config(algo, "env.continuous_actions=true")
+    venv, algorithm, rollout = _one_rollout(cfg)
+    assert venv.n_actions is None and rollout.actions.dtype == torch.float32
+    assert rollout.actions.shape == (cfg.steps_per_env, cfg.env.n_envs, cfg.env.n_agents, venv.action_dims[0])
+    assert main(["eval", str(run), "--episodes", "1"]) == 0
+
+
+@pytest.mark.parametrize("algo", ["mappo", "fdmarl"])
+def test_continuous_actions_are_refused_where_unsupported(tmp_path, capsys, algo):
+    from marl.__main__ import main
+
+    assert main(["train", "--algo", algo, "--out", str(tmp_path / "run"), "--steps", "200", "--no-progress",
+                 "--set", "steps_per_iter=200", "--set", "env.continuous_actions=true"]) == 2
+    assert "supports discrete actions only" in capsys.readouterr().err

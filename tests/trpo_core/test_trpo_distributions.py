@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributions as td
 
-from trpo_core import Categorical, DiagGaussian, MultiCategorical, kl_divergence
+from trpo_core import Categorical, DiagGaussian, MultiCategorical, MultiDiagGaussian, kl_divergence
 
 
 def _gen(seed):
@@ -56,6 +56,24 @@ def test_diag_gaussian_matches_torch():
     torch.testing.assert_close(p.entropy(), tp.entropy())
     torch.testing.assert_close(p.kl(q), td.kl_divergence(tp, tq))
     assert p.params[1].shape == (6, 3)
+
+
+def test_multi_diag_gaussian_heads_match_torch_per_head_and_sum():
+    """Per head: torch's Independent Normal over the action dims; joint log-prob, entropy, KL: sums over heads."""
+    g = _gen(5)
+    mean, mean2 = (torch.randn(6, 3, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    log_std, log_std2 = (0.3 * torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    a = torch.randn(6, 3, 2, generator=g, dtype=torch.float64)
+    p, q = MultiDiagGaussian(mean, log_std), MultiDiagGaussian(mean2, log_std2)
+    tp = td.Independent(td.Normal(mean, log_std.exp()), 1)
+    tq = td.Independent(td.Normal(mean2, log_std2.exp()), 1)
+    torch.testing.assert_close(p.log_prob_per_head(a), tp.log_prob(a).t())
+    torch.testing.assert_close(p.log_prob(a), tp.log_prob(a).sum(-1))
+    torch.testing.assert_close(p.entropy(), tp.entropy().sum(-1))
+    torch.testing.assert_close(p.kl(q), td.kl_divergence(tp, tq).sum(-1))
+    assert p.n_heads == 3 and type(p.detach()) is MultiDiagGaussian
+    with pytest.raises(TypeError):
+        p.kl(DiagGaussian(mean2, log_std2))
 
 
 @pytest.mark.parametrize("make", [
