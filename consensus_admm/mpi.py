@@ -102,8 +102,8 @@ from .graphs import GraphArrays, graph_arrays
 from .precondition import CurvatureStatistics, Preconditioner, local_statistics, mean_statistics, preconditioner
 from .results import ADMMHistory, ADMMResult, ADMMStatus
 from .settings import ADMMSettings
-from .solver import (DIVERGENCE_FACTOR, Residuals, adapt_runner_penalty, limit_status, penalty_for_curvature,
-                     should_stop)
+from .solver import (DIVERGENCE_FACTOR, Residuals, adapt_runner_penalty, limit_status, original_units,
+                     penalty_for_curvature, should_stop)
 
 __all__ = ["solve", "initial_penalty", "agreed_preconditioner", "STOPPING_RULES"]
 
@@ -618,15 +618,9 @@ def _run(net: _Network, prox: _LocalProx, objective, stats, settings: ADMMSettin
     if status == ADMMStatus.DIVERGED:
         objective_value = float("nan")
     msgs, floats, per_edge = runner.counts()
-    extras = runner.extras()
-    if scale is not None:  # back to the original units (x = scale y, lam_x = lam_y / scale), as in-process
-        extras["dual"] = extras["dual"] / scale
-        if extras["edge_z"] is not None:
-            extras["edge_z"], extras["edge_duals"] = extras["edge_z"] * scale, extras["edge_duals"] / scale
-    history = None
-    if settings.record_history:
-        history = ADMMHistory(**{key: np.asarray(val, dtype=np.int64 if key == "iteration" else float)
-                                 for key, val in hist.items()})
+    extras = original_units(runner.extras(), scale)  # as in-process
+    history = ADMMHistory(**{key: np.asarray(val, dtype=np.int64 if key == "iteration" else float)
+                             for key, val in hist.items()}) if settings.record_history else None
     local_edges = ga.inc_edge[ga.inc_ptr[net.me]:ga.inc_ptr[net.me + 1]]
     return ADMMResult(
         x=x, consensus=consensus, dual=extras["dual"], edge_z=extras["edge_z"],

@@ -657,16 +657,10 @@ def solve(objectives, graph, settings: ADMMSettings | None = None, *, seed=None,
 
     x = unscale(runner.x.copy())
     consensus = x.mean(axis=0)
-    extras = runner.extras()
-    if scale is not None:  # back to the original units
-        extras["dual"] = extras["dual"] / scale
-        if extras["edge_z"] is not None:
-            extras["edge_z"], extras["edge_duals"] = extras["edge_z"] * scale, extras["edge_duals"] / scale
+    extras = original_units(runner.extras(), scale)
     msgs, floats, per_edge = runner.comm()
-    history = None
-    if settings.record_history:
-        history = ADMMHistory(**{key: np.asarray(val, dtype=np.int64 if key == "iteration" else float)
-                                 for key, val in hist.items()})
+    history = ADMMHistory(**{key: np.asarray(val, dtype=np.int64 if key == "iteration" else float)
+                             for key, val in hist.items()}) if settings.record_history else None
     objective = problem.value(np.broadcast_to(consensus, x.shape)) if status != ADMMStatus.DIVERGED else float("nan")
     return ADMMResult(
         x=x, consensus=consensus, dual=extras["dual"], edge_z=extras["edge_z"], edge_duals=extras["edge_duals"],
@@ -689,6 +683,15 @@ def adapt_runner_penalty(runner, res: Residuals, settings: ADMMSettings) -> int:
         return 0
     runner.set_penalty(new)
     return 1
+
+
+def original_units(extras: dict, scale: np.ndarray | None) -> dict:
+    """The runner's duals and edge variables back in the problem's units (x = scale y, lam_x = lam_y / scale)."""
+    if scale is not None:
+        extras["dual"] = extras["dual"] / scale
+        if extras["edge_z"] is not None:
+            extras["edge_z"], extras["edge_duals"] = extras["edge_z"] * scale, extras["edge_duals"] / scale
+    return extras
 
 
 def limit_status(res: Residuals, settings: ADMMSettings) -> tuple[ADMMStatus, str]:
