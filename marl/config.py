@@ -335,10 +335,11 @@ class TrainConfig:
     torch_threads: int | None = 1  # intra-op threads; 1 is fastest here (small batches, endpoints run in parallel)
     # Evaluation during training (marl.evaluation.evaluate_policy): after every eval_every-th outer iteration (0 = off),
     # eval_episodes episodes with the greedy (mode) policy on environments of their own, seeded apart from the
-    # training ones and the same at every evaluation; logged as eval/* in the same row. Off by default because the
-    # MPI backend cannot act greedily yet (it refuses eval_every > 0); in-process an evaluation of 10 episodes costs
-    # about 2% of an I-TRPO iteration at the paper's settings. BenchMARL's default (10 episodes every 120k frames) is
-    # about eval_every=10 with the paper's 10k steps per iteration.
+    # training ones and the same at every evaluation; logged as eval/* in the same row, in-process and with
+    # --backend mpi (each agent process takes its own policy's mode). Off by default: the paper reports the training
+    # episodes' return (env/return), and a default run's configuration stays that of the runs already recorded. An
+    # evaluation of 10 episodes costs about 2% of an I-TRPO iteration at the paper's settings. BenchMARL's default
+    # (10 episodes every 120k frames) is about eval_every=10 with the paper's 10k steps per iteration.
     eval_every: int = 0  # >= 0
     eval_episodes: int = 10  # >= 1
     # --backend mpi: seconds an agent process may send no heartbeat (one a second from a thread of its own, whatever

@@ -374,8 +374,10 @@ class RemoteAlgorithm:
         print(message, file=sys.stderr, flush=True)
         self.comm.Abort(3)
 
-    def act(self, obs: list[torch.Tensor]) -> torch.Tensor:
-        cols = self._request([("act", o.numpy()) for o in obs])
+    def act(self, obs: list[torch.Tensor], *, greedy: bool = False) -> torch.Tensor:
+        """Every agent process samples its column (``greedy``: takes its policy's mode, for the ``eval/*``
+        evaluations, whose traffic is not counted in the iteration's ``comm/bytes_world_*``)."""
+        cols = self._request([("act_greedy" if greedy else "act", o.numpy()) for o in obs], count=not greedy)
         return torch.cat([torch.from_numpy(c) for c in cols], dim=1)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
@@ -546,9 +548,9 @@ def _agent_loop(comm, agents) -> None:
                 worker = _AGENTS[config.algo](agents, config, i, obs_dims, n_actions)
                 worker.run_dir, worker.n_agents = Path(run_dir), len(obs_dims)
                 reply = {"host": socket.gethostname(), "pid": os.getpid()}
-            elif cmd == "act":
+            elif cmd in ("act", "act_greedy"):
                 with torch.no_grad():
-                    reply = worker.act(torch.from_numpy(payload)).numpy()
+                    reply = worker.act(torch.from_numpy(payload), greedy=cmd == "act_greedy").numpy()
             elif cmd == "update":
                 reply = worker.update(*payload)
             elif cmd == "save":
@@ -676,9 +678,9 @@ def _timed_value_fit(learner: Learner, obs, ret, val):
 class _Worker:
     """An agent process's algorithm side: ``learner`` (what its checkpoint part holds), ``act`` and ``update``."""
 
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """This agent's column of the joint action, [B, 1] int64."""
-        return self.learner.act(obs)
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        """This agent's columns of the joint action, [B, heads] (``greedy``: the policy's mode)."""
+        return self.learner.act(obs, greedy=greedy)
 
 
 class _ITRPOAgent(_Worker):
@@ -844,8 +846,8 @@ class _FDMARLAgent(_Worker):
             seed=seed_sequence(config.seed, 4, i),
             shared_noise=shared_noise_generator(config.seed) if config.sampling_noise == "shared" else None)
 
-    def act(self, obs):
-        return self.learner.act(obs)[:, None]
+    def act(self, obs, *, greedy=False):
+        return self.learner.act(obs, greedy=greedy)[:, None]
 
     def update(self, iteration, d):
         agent, i = self.learner, self.i

@@ -163,7 +163,7 @@ def train(
             algo = algorithm_factory(venv.obs_dims, action_sizes, config)
         if config.eval_every and "greedy" not in inspect.signature(algo.act).parameters:
             raise ValueError(f"eval_every={config.eval_every} needs an algorithm that acts greedily; "
-                             f"{type(algo).__name__} cannot (--backend mpi: set eval_every=0)")
+                             f"{type(algo).__name__} cannot (set eval_every=0)")
         obs = venv.reset(seed=config.seed)
         start = 0
         if state is not None:
