@@ -7,7 +7,8 @@ factory (``"mpe2.simple_spread_v3"``), which is called with ``env.kwargs`` and b
 :class:`marl.envs.PettingZooVectorAdapter` in resumable mode (so that ``--resume`` continues bit for bit).
 
 Errors name the setting at fault: ``env.name`` (not importable, no ``parallel_env``), ``env.kwargs`` (refused by
-the factory) and ``env.n_agents`` (not the environment's number of agents).
+the factory), ``env.n_agents`` (not the environment's number of agents), and the paper tasks' own settings
+(``env.max_cycles``, ``env.reward_mode``, ``env.continuous_actions``) set for another environment.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def make_env_for(config: TrainConfig, n_envs: int | None = None, seed: int | Non
             raise ValueError(f"env.kwargs {env.kwargs} are refused by {env.name}: {exc}") from None
     if env.continuous_actions:
         raise ValueError(f"env.continuous_actions applies to the paper's tasks, not to {env.name}")
+    defaults = type(env)()
+    for key in ("max_cycles", "reward_mode"):  # silently ignored otherwise: the environment has its own options
+        if getattr(env, key) != getattr(defaults, key):
+            raise ValueError(f"env.{key} applies to the paper's tasks, not to {env.name}; pass {env.name}'s own "
+                             f"option in env.kwargs (e.g. --set env.kwargs.max_cycles=25)")
     parallel_env_for(config).close()  # a clear error before the batch is built
     venv = PettingZooVectorAdapter(lambda: parallel_env_for(config), n_envs=n_envs, seed=seed, resumable=True)
     if venv.n_agents != env.n_agents:

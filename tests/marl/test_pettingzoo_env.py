@@ -91,7 +91,7 @@ def test_eval_is_the_first_episode_of_each_environment_with_the_saved_policies(t
 def test_kill_and_resume_on_a_pettingzoo_env_reproduces_the_uninterrupted_run(tmp_path):
     # 30-step episodes over 50-step rollouts: checkpoints fall inside episodes, so resuming must replay them
     cfg = tiny_config("matrpo", "env.name=mpe2.simple_spread_v3", "env.kwargs.N=3", "env.kwargs.max_cycles=30",
-                      "total_steps=800", "checkpoint_every=2")
+                      "env.max_cycles=100", "total_steps=800", "checkpoint_every=2")  # 100: the paper tasks' default
     train(cfg, tmp_path / "full", progress=False, tensorboard=False)
     train(cfg, tmp_path / "killed", progress=False, tensorboard=False, stop_after=3)
     train(cfg, tmp_path / "killed", resume=True, progress=False, tensorboard=False)
@@ -115,6 +115,10 @@ def test_resume_refuses_other_env_kwargs(tmp_path, capsys):
          "env.kwargs {'n_landmarks': 3} are refused by mpe2.simple_spread_v3.parallel_env"),
         (["--env", "mpe2.simple_spread_v3", "--set", "env.kwargs.N=4"],
          "env.n_agents is 3 but mpe2.simple_spread_v3 with env.kwargs {'N': 4} has 4 agents"),
+        (["--env", "mpe2.simple_spread_v3", "--set", "env.max_cycles=25"],
+         "env.max_cycles applies to the paper's tasks, not to mpe2.simple_spread_v3"),
+        (["--env", "mpe2.simple_spread_v3", "--set", "env.reward_mode=mpe2"],
+         "env.reward_mode applies to the paper's tasks, not to mpe2.simple_spread_v3"),
         (["--set", "env.kwargs.n_agents=4"], "env.kwargs.n_agents is a setting of its own"),
         (["--set", "env.kwargs.no_such_option=1"], "env.kwargs {'no_such_option': 1} are refused by "
                                                     "cooperative_navigation"),
