@@ -18,11 +18,13 @@ Printed per mode and seed: each bank's SNR on its own head, on the other bank's 
 Settings: the run's defaults (Table III for N=8), one 10,000-step rollout from the initial policies. Run:
 
     python experiments/diagnostics/bank_signal.py [--seeds 0,1,2] [--groups 20]
+    python experiments/diagnostics/bank_signal.py RUN/ckpt_it10.pt ...   # later iterations, from saved checkpoints
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,9 +32,11 @@ import torch
 from marl.algos import make_algorithm
 from marl.algos.batch import samples
 from marl.algos.privacy import acting_as
+from marl.checkpoint import load_state
 from marl.config import TrainConfig, apply_overrides
 from marl.env_factory import make_env_for
 from marl.rollout import collect_rollout
+from marl.rundir import load_run_config
 
 
 def snr(g: torch.Tensor) -> float:
@@ -58,21 +62,24 @@ def head_snr(agent, n: int, groups: int) -> tuple[float, float]:
     return snr(torch.stack(grads)), snr(torch.stack(logit_means))
 
 
-def first_batch(mode: str, seed: int):
-    """MATRPO (Table III, N=8) after prepare() on one rollout from the initial policies: (algo, hunters, share of
-    steps on which every agent took the same action)."""
-    config = apply_overrides(TrainConfig(), ["env.name=treasure_collection", "env.n_agents=8", f"seed={seed}",
-                                             f"sampling_noise={mode}", "torch_threads=1"]).resolved()
+def batch_of(config, state: dict | None = None):
+    """MATRPO after prepare() on the batch of the iteration after ``state`` (a checkpoint of a run of ``config``;
+    None: the first iteration, from the initial policies), exactly as the run collects and prepares it:
+    (algo, hunters, share of steps on which every agent took the same action)."""
     venv = make_env_for(config)
     algo = make_algorithm("matrpo", venv.obs_dims, venv.n_actions, config)
-    obs = venv.reset(seed=config.seed)
+    obs, iteration = venv.reset(seed=config.seed), 0
+    if state is not None:
+        algo.load_state_dict(state["algo"])
+        venv.load_state_dict(state["env"])
+        obs, iteration = [np.asarray(o) for o in state["obs"]], int(state["iteration"])
     rollout, _ = collect_rollout(venv, algo.act, obs, config.steps_per_env)
     joint = samples(rollout.actions)
     advs = []
     for i, agent in enumerate(algo.agents):
         with acting_as(i):
             advs.append(samples(agent.own_advantages(rollout, i)[0]))
-    advs, _ = algo._normalize_advantages(advs, 0)
+    advs, _ = algo._normalize_advantages(advs, iteration)
     for i, agent in enumerate(algo.agents):
         with acting_as(i):
             agent.prepare(samples(rollout.obs[i]), joint, advs[i])
@@ -80,40 +87,54 @@ def first_batch(mode: str, seed: int):
     return algo, len(algo.agents) - 2, same  # the paper's split: N - 2 hunters, then 2 banks
 
 
+def cell(values) -> str:
+    return " / ".join(f"{a:.1f}, {b:.1f}" for a, b in values)
+
+
+def median(values) -> str:
+    return f"{np.median([a for a, _ in values]):.1f}, {np.median([b for _, b in values]):.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoints", nargs="*", help="checkpoint files of MATRPO runs (RUN/checkpoint.pt or copies "
+                    "of it in RUN): measure the batch of the iteration after each instead of the first iteration")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--groups", type=int, default=20, help="blocks of whole episodes the batch is split into")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.checkpoints:
+        cases = []
+        for path in args.checkpoints:
+            config, state = load_run_config(Path(path).parent), load_state(path, required=("algo", "env", "obs"))
+            cases.append((f"{config.sampling_noise}, iteration {int(state['iteration']) + 1}", config.seed,
+                          config, state))
+    else:
+        cases = [(mode, seed, apply_overrides(TrainConfig(), [
+            "env.name=treasure_collection", "env.n_agents=8", f"seed={seed}", f"sampling_noise={mode}",
+            "torch_threads=1"]).resolved(), None)
+            for mode in ("independent", "shared") for seed in (int(s) for s in args.seeds.split(","))]
     print("SNR = ||mean||^2 / (noise of the mean); about 1: no direction in the batch. Each cell: parameter space /"
           " mean logit pull.")
     print("| noise | seed | all heads same action | bank own head | bank, other bank's head | bank, hunters' heads "
           "(median of 6) | hunter own head (median of 6) |")
     print("|---|---|---|---|---|---|---|")
-    for mode in ("independent", "shared"):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            algo, n_hunters, same = first_batch(mode, seed)
-            n = len(algo.agents)
-            banks = list(range(n_hunters, n))
-            own, other, hunters, hunter_own = [], [], [], []
-            for q in banks:
-                with acting_as(q):
-                    own.append(head_snr(algo.agents[q], q, args.groups))
-                    other.append(head_snr(algo.agents[q], banks[0] + banks[-1] - q, args.groups))
-                    hunters.extend(head_snr(algo.agents[q], h, args.groups) for h in range(n_hunters))
-            for h in range(n_hunters):
-                with acting_as(h):
-                    hunter_own.append(head_snr(algo.agents[h], h, args.groups))
+    for mode, seed, config, state in cases:
+        algo, n_hunters, same = batch_of(config, state)
+        n = len(algo.agents)
+        banks = list(range(n_hunters, n))
+        own, other, hunters, hunter_own = [], [], [], []
+        for q in banks:
+            with acting_as(q):
+                own.append(head_snr(algo.agents[q], q, args.groups))
+                other.append(head_snr(algo.agents[q], banks[0] + banks[-1] - q, args.groups))
+                hunters.extend(head_snr(algo.agents[q], h, args.groups) for h in range(n_hunters))
+        for h in range(n_hunters):
+            with acting_as(h):
+                hunter_own.append(head_snr(algo.agents[h], h, args.groups))
 
-            def cell(values):
-                return " / ".join(f"{a:.1f}, {b:.1f}" for a, b in values)
-
-            def median(values):
-                return f"{np.median([a for a, _ in values]):.1f}, {np.median([b for _, b in values]):.1f}"
-
-            print(f"| {mode} | {seed} | {same:.3f} | {cell(own)} | {cell(other)} | {median(hunters)} | "
-                  f"{median(hunter_own)} |", flush=True)
+        print(f"| {mode} | {seed} | {same:.3f} | {cell(own)} | {cell(other)} | {median(hunters)} | "
+              f"{median(hunter_own)} |", flush=True)
 
 
 if __name__ == "__main__":
