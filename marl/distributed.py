@@ -26,7 +26,9 @@ What crosses which link
 Every agent derives the edge schedule from the same seed as the in-process engine, so an MPI run equals the
 in-process run of the same configuration and seed, for I-TRPO, MATRPO and FDMARL (tests/marl/test_mpi_backend.py,
 with ``stack_value_fits=false`` because the stacked fit is one computation over all agents, and one torch thread per
-process).
+process), MATRPO also with continuous actions (Gaussian heads; FDMARL is refused there, as in-process), and so do
+the greedy ``eval/*`` evaluations (``eval_every``: each agent process takes its own policy's mode; the world <->
+agent traffic of an evaluation is not counted in ``comm/bytes_world_*``).
 
 Bytes actually sent, per agent and iteration (MPI runs only, besides the in-process float counts):
 ``comm/bytes_sent_agent_<q>`` (its consensus messages to neighbours: MATRPO's log-ratios, FDMARL's diffused
@@ -105,6 +107,7 @@ from consensus_admm import ADMMSettings, Averaging
 from consensus_admm.graphs import metropolis_weights
 from trpo_core import GAESettings
 
+from .algos import check_action_space
 from .algos.baselines import mean_over_agents, step_metrics, trpo_policy_update
 from .algos.batch import samples, standardize
 from .algos.fdmarl import FDMARLAgent, team_metrics
@@ -309,6 +312,7 @@ class RemoteAlgorithm:
     def __init__(self, comm, obs_dims, n_actions, config: TrainConfig, run_dir):
         if config.algo not in MPI_ALGORITHMS:
             raise ValueError(f"--backend mpi supports algo in {MPI_ALGORITHMS}, got {config.algo!r}")
+        check_action_space(config)
         n = len(obs_dims)
         if comm.Get_size() != n + 1:
             raise ValueError(f"--backend mpi needs N+1 = {n + 1} processes (one world, one per agent), "

@@ -22,21 +22,23 @@ def _ctrpo(obs_dims, n_actions, config) -> CTRPO:
     return CTRPO(obs_dims, n_actions, trpo_settings(config), learner_settings(config), seed=config.seed)
 
 
-def _discrete_only(config) -> None:
-    if config.env.continuous_actions:
+def check_action_space(config) -> None:
+    """MAPPO and FDMARL act on discrete actions only: refuse ``env.continuous_actions`` for them (in-process and
+    with ``--backend mpi``), naming both settings."""
+    if config.env.continuous_actions and config.algo in ("mappo", "fdmarl"):
         raise ValueError(f"algo {config.algo!r} supports discrete actions only; env.continuous_actions=true is for "
                          "matrpo, itrpo and ctrpo")
 
 
 def _mappo(obs_dims, n_actions, config) -> MAPPO:
-    _discrete_only(config)
+    check_action_space(config)
     return MAPPO(obs_dims, n_actions, config.mappo, gae=gae_settings(config),
                  gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
                  activation=config.activation, seed=config.seed, sampling_noise=config.sampling_noise)
 
 
 def _fdmarl(obs_dims, n_actions, config) -> FDMARL:
-    _discrete_only(config)
+    check_action_space(config)
     graph = communication_graph(config.admm.graph, len(obs_dims), p=config.admm.graph_p, seed=config.seed)
     return FDMARL(obs_dims, n_actions, config.fdmarl, graph=graph, gae=gae_settings(config),
                   gae_boundaries=config.gae_boundaries, hidden_sizes=config.hidden_sizes,
@@ -71,6 +73,7 @@ __all__ = [
     "PrivacyViolation",
     "PrivateStore",
     "acting_as",
+    "check_action_space",
     "communication_graph",
     "gae_settings",
     "learner_settings",

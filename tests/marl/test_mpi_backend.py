@@ -75,6 +75,7 @@ CASES = {
     # 2 critic steps per iteration (200 samples in minibatches of 128), each followed by 2 diffusion rounds
     "fdmarl_n3_ring": ("fdmarl", ["fdmarl.critic_minibatch_size=128", "fdmarl.critic_epochs=1",
                                   "fdmarl.diffusion_rounds=2", *EVAL]),
+    "matrpo_n3_continuous": ("matrpo", ["env.continuous_actions=true", *EVAL]),  # Gaussian heads, [B, N, 5] actions
 }
 SLOW_CASES = {
     "matrpo_n4_complete_random_drops": ("matrpo", ["env.n_agents=4", "admm.graph=complete", "admm.edge_order=random",
@@ -227,6 +228,13 @@ def test_wrong_process_count_is_an_error_not_a_hang(tmp_path):
     proc = _mpi_train(3, "--algo", "itrpo", "--out", str(tmp_path / "run"), *_sets([]))
     assert proc.returncode != 0
     assert "needs N+1 = 4 processes" in proc.stdout + proc.stderr
+
+
+def test_fdmarl_with_continuous_actions_is_refused_as_in_process(tmp_path):
+    proc = _mpi_train(4, "--algo", "fdmarl", "--out", str(tmp_path / "run"), *_sets(["env.continuous_actions=true"]))
+    assert proc.returncode != 0
+    assert "algo 'fdmarl' supports discrete actions only" in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the launcher's watch needs Linux pidfds")
