@@ -170,7 +170,7 @@ def test_grids_zip_union_and_shared_runs(tmp_path):
 
 SHIPPED = {  # file -> (cells, distinct runs per seed)
     "fig3a.toml": (5, 5), "fig3b.toml": (5, 5), "fig4a.toml": (5, 5), "fig4b.toml": (5, 5),
-    "fig5.toml": (60, 53), "topologies.toml": (24, 24), "topologies_n3.toml": (5, 5),
+    "fig5.toml": (60, 53), "topologies.toml": (24, 24), "topologies_n3.toml": (5, 5), "fig5_n3.toml": (15, 13),
     "sampling_noise.toml": (12, 12),
 }
 
