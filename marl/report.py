@@ -172,7 +172,7 @@ def _markdown(manifest: dict, rows: list[dict]) -> str:
         cells = [_value(r[a]) if a in cell["params"] else f"({_value(r[a])})" for a in axes]
         cells += [f"{r['runs']}/{len(manifest['seeds'])}", pm(r["final_mean"], r["final_std"], ".4g"),
                   pm(r["consensus_error_mean"], r["consensus_error_std"], ".3g"),
-                  pm(r["floats_per_agent_mean"], r["floats_per_agent_std"], ".3g")]
+                  pm(r["floats_per_agent_mean"], r["floats_per_agent_std"], ".4g")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
