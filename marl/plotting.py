@@ -83,6 +83,19 @@ def run_label(run_dir: str | Path) -> str:
     return Path(run_dir).parent.name
 
 
+def legend_outside(ax, fontsize: int = 8) -> None:
+    """The legend right of the axes, so that long labels never cover the data (save with ``bbox_inches="tight"``)."""
+    legend = ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    legend.set_in_layout(False)  # tight_layout keeps the axes' size; the saved canvas grows to hold the legend
+
+
+def save_figure(fig, out: Path) -> None:
+    """``fig.tight_layout()`` for the axes, then save with the canvas grown to hold legends placed outside them."""
+    fig.tight_layout()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    fig.savefig(out, dpi=120, bbox_inches="tight", bbox_extra_artists=legends)
+
+
 def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return", smooth: int = 1,
                          labels=None, title: str | None = None) -> Path:
     """Plot ``metric`` against environment steps; runs with the same label are averaged (shaded: ±1 std).
@@ -134,14 +147,13 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     ax.set_xlabel("environment steps")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend_outside(ax)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
+        save_figure(fig, out)
     except OSError as exc:
         raise ValueError(f"cannot write the plot to {out}: {exc.strerror or exc}") from None
     finally:

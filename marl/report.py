@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write_bytes
-from .plotting import metric_column, read_metrics
+from .plotting import legend_outside, metric_column, read_metrics, save_figure
 from .sweepdir import MANIFEST_NAME, read_done
 
 REPORT_DIR = "report"
@@ -190,6 +190,17 @@ def _series_label(params: dict, axes: list[str]) -> str:
     return ", ".join(f"{a}={_value(params[a])}" for a in axes if a in params) or "all"
 
 
+def _varying(manifest: dict, cells: list[dict] | None = None) -> list[str]:
+    """The grid axes that tell ``cells`` apart: an axis with one value in every cell is left out of the labels."""
+    cells = manifest["cells"] if cells is None else cells
+    varying = []
+    for axis in manifest["axes"]:
+        having = [c for c in cells if axis in c["params"]]
+        if len({json.dumps(c["params"][axis]) for c in having}) > 1 or 0 < len(having) < len(cells):
+            varying.append(axis)
+    return varying
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")[:120]
 
@@ -216,7 +227,7 @@ def _plot_curves(exp_dir: Path, out_dir: Path, manifest: dict, rows: list[dict])
             seen.add(cell["name"])
             for seed in counted[cell["name"]]:
                 dirs.append(exp_dir / "runs" / cell["name"] / f"seed_{seed}")
-                labels.append(_series_label(cell["params"], [a for a in manifest["axes"] if a not in panels]))
+                labels.append(_series_label(cell["params"], [a for a in _varying(manifest, cells) if a not in panels]))
         if dirs:
             values = "_".join(_value(cells[0]["params"][a]) for a in panels)
             name = f"curves_{_slug(values)}.png" if panel else "curves.png"
@@ -236,9 +247,8 @@ def _panel_figure(n_panels: int):
 
 
 def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -258,7 +268,7 @@ def _plot_sensitivity(out_dir: Path, manifest: dict, rows: list[dict]) -> list[P
         plt, fig, axs = _panel_figure(len(groups))
         for ax, (panel, items) in zip(axs, sorted(groups.items())):
             series = defaultdict(list)
-            others = [a for a in manifest["axes"] if a != axis and a not in panels]
+            others = [a for a in _varying(manifest, [c for c, _ in items]) if a != axis and a not in panels]
             for c, r in items:
                 series[_series_label(c["params"], others)].append((c["params"][axis], r))
             numeric = all(isinstance(c["params"][axis], (int, float)) and not isinstance(c["params"][axis], bool)
@@ -276,7 +286,7 @@ def _plot_sensitivity(out_dir: Path, manifest: dict, rows: list[dict]) -> list[P
             ax.set_title(panel or manifest["name"])
             ax.grid(alpha=0.3)
             if len(series) > 1 or "all" not in series:
-                ax.legend(fontsize=8)
+                legend_outside(ax)
         files.append(_save(plt, fig, out_dir / f"final_vs_{_slug(axis)}.png"))
     return files
 
@@ -294,17 +304,25 @@ def _plot_communication(out_dir: Path, manifest: dict, rows: list[dict]) -> list
             seen.add(c["name"])
             groups[_series_label(c["params"], panels) if panels else ""].append((c, r))
     plt, fig, axs = _panel_figure(len(groups))
-    others = [a for a in manifest["axes"] if a not in panels]
     for ax, (panel, points) in zip(axs, sorted(groups.items())):
+        others = [a for a in _varying(manifest, [c for c, _ in points]) if a not in panels]
         for c, r in points:
             ax.errorbar(r["floats_per_agent_mean"], r["final_mean"], xerr=r["floats_per_agent_std"],
                         yerr=r["final_std"], marker="o", capsize=3, label=_series_label(c["params"], others))
-        ax.set_xscale("log")
+        xs = [r["floats_per_agent_mean"] for _, r in points]
+        if min(xs) > 0 and max(xs) / min(xs) >= 20:
+            ax.set_xscale("log")
+        else:  # a narrow range on a log axis gets unreadable minor-tick labels
+            from matplotlib.ticker import EngFormatter
+
+            ax.xaxis.set_major_formatter(EngFormatter())  # 100M, 150M: no offset text
+            if max(xs) - min(xs) <= 0.05 * max(abs(v) for v in xs):  # (nearly) equal volumes: centre them
+                ax.set_xlim(0.9 * min(xs), 1.1 * max(xs))
         ax.set_xlabel("floats sent per agent over the run")
         ax.set_ylabel(f"final {metric}")
         ax.set_title(panel or manifest["name"])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        legend_outside(ax, fontsize=7)
     return [_save(plt, fig, out_dir / "final_vs_floats.png")]
 
 

@@ -419,3 +419,18 @@ def main_report(exp_dir: Path) -> list[Path]:
     from marl.report import write_report
 
     return list(write_report(exp_dir))
+
+
+def test_report_labels_name_only_the_axes_that_tell_cells_apart():
+    """An axis with one value in every cell (the task of a one-task sweep) is left out of the figures' labels; an
+    axis that only some cells set (one grid of a union) is kept, so no two cells' curves merge under one label."""
+    from marl.report import _varying
+
+    manifest = {"axes": ["env.name,env.n_agents", "admm.graph", "admm.penalty"], "cells": [
+        {"params": {"env.name,env.n_agents": ["cooperative_navigation", 3], "admm.graph": "ring"}},
+        {"params": {"env.name,env.n_agents": ["cooperative_navigation", 3], "admm.graph": "star"}},
+        {"params": {"env.name,env.n_agents": ["cooperative_navigation", 3], "admm.penalty": 3.0}},
+    ]}
+    assert _varying(manifest) == ["admm.graph", "admm.penalty"]
+    assert _varying(manifest, manifest["cells"][:2]) == ["admm.graph"]
+    assert _varying(manifest, manifest["cells"][:1]) == []
