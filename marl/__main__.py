@@ -132,7 +132,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # the sweep has stopped its workers and said how to continue
         return 130
     print(json.dumps({"experiment_dir": str(result.exp_dir), "runs_done": len(result.done),
-                      "failed": list(result.failed), "report": [str(p) for p in result.report]}, indent=2))
+                      "failed": list(result.failed), "busy": list(result.busy),
+                      "report": [str(p) for p in result.report]}, indent=2))
     return 1 if result.failed else 0
 
 

@@ -39,7 +39,9 @@ Restarts
 A run is *done* when its ``done.json`` records at least the planned steps; *started* when it holds a checkpoint
 (resumed with ``marl.train``'s resume, which reproduces the uninterrupted run's rows exactly); otherwise it starts from
 scratch (files of a run killed before its first checkpoint are removed first). A worker holds an exclusive lock on its
-run directory (``.sweep.lock``, released by the kernel when the process dies), so two sweeps never write one run. Local
+run directory (``.sweep.lock``, released by the kernel when the process dies), so two sweeps never write one run: a
+sweep that finds a run locked reports it as *busy* and leaves it to the process that holds it (so two sweep commands,
+on one machine or on machines sharing the filesystem, can split one experiment directory between them). Local
 workers are killed with the sweep process (Linux ``PR_SET_PDEATHSIG``), so ``kill -9`` of the sweep leaves no orphans.
 A worker killed by a signal while the sweep lives is resumed (``retries``, 2 by default); a worker that raises is
 reported as failed and the other runs go on. Restarting with a larger ``--steps`` extends finished runs; a smaller one than the
@@ -509,12 +511,14 @@ class _Task:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What a sweep did: runs finished (now or before), failed (with their log), and the report's files."""
+    """What a sweep did: runs finished (now or before), failed (with their log), busy (another process was writing
+    them and finishes them), and the report's files."""
 
     exp_dir: Path
     done: tuple[str, ...]
     failed: tuple[str, ...]
     report: tuple[Path, ...] = ()
+    busy: tuple[str, ...] = ()
 
 
 def format_duration(seconds: float) -> str:
@@ -667,8 +671,8 @@ def sweep(
                f"{backend} backend, {jobs} at once, {threads} torch thread(s) each")
     runner = _run_local if backend == "local" else _run_ray
     try:
-        finished, failed = runner(experiment, todo, view, jobs=jobs, threads=threads, retries=retries,
-                                  address=address)
+        finished, failed, busy = runner(experiment, todo, view, jobs=jobs, threads=threads, retries=retries,
+                                        address=address)
     except BaseException:
         view.close(final=False)
         raise
@@ -678,7 +682,7 @@ def sweep(
         from .report import write_report
 
         files = write_report(exp_dir)
-    return SweepResult(exp_dir, tuple(done + finished), tuple(failed), files)
+    return SweepResult(exp_dir, tuple(done + finished), tuple(failed), files, tuple(busy))
 
 
 def _label(task: _Task) -> str:
@@ -691,12 +695,12 @@ def _final(record: dict) -> str:
 
 
 def _run_local(experiment: Experiment, todo: list[_Task], view: _Progress, *, jobs: int, threads: int, retries: int,
-               address: str | None) -> tuple[list[str], list[str]]:
+               address: str | None) -> tuple[list[str], list[str], list[str]]:
     if address is not None:
         raise ValueError("--address is for --backend ray")
     pending = collections.deque(todo)
     running: dict[subprocess.Popen, _Task] = {}
-    finished, failed = [], []
+    finished, failed, busy = [], [], []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[1]),
                                                                      os.environ.get("PYTHONPATH", "")] if p)}
     try:
@@ -725,10 +729,13 @@ def _run_local(experiment: Experiment, todo: list[_Task], view: _Progress, *, jo
                 elif proc.returncode < 0 and task.tries <= retries:
                     view.write(f"killed {_label(task)} (signal {-proc.returncode}); resuming it")
                     pending.appendleft(task)
+                elif proc.returncode == BUSY_EXIT:
+                    busy.append(_label(task))
+                    view.write(f"busy   {_label(task)}: another process is writing it (pid in "
+                               f"{task.run_dir / LOCK_NAME}); left to it")
                 else:
                     failed.append(_label(task))
-                    why = "busy: locked by another process" if proc.returncode == BUSY_EXIT else "failed"
-                    view.write(f"{why} {_label(task)} (exit {proc.returncode}); see {task.run_dir / WORKER_LOG}")
+                    view.write(f"failed {_label(task)} (exit {proc.returncode}); see {task.run_dir / WORKER_LOG}")
             view.update(list(running.values()), len(pending))
     except BaseException:
         for proc in running:
@@ -738,7 +745,7 @@ def _run_local(experiment: Experiment, todo: list[_Task], view: _Progress, *, jo
         view.write("sweep stopped; run the same command again to continue (finished runs are kept, started ones "
                    "resume from their last checkpoint)")
         raise
-    return finished, failed
+    return finished, failed, busy
 
 
 def _ray_task(run_dir: str, config: dict, threads: int, tensorboard: bool) -> dict:
@@ -746,7 +753,7 @@ def _ray_task(run_dir: str, config: dict, threads: int, tensorboard: bool) -> di
 
 
 def _run_ray(experiment: Experiment, todo: list[_Task], view: _Progress, *, jobs: int, threads: int, retries: int,
-             address: str | None) -> tuple[list[str], list[str]]:
+             address: str | None) -> tuple[list[str], list[str], list[str]]:
     try:
         import ray
     except ImportError as exc:
@@ -756,7 +763,7 @@ def _run_ray(experiment: Experiment, todo: list[_Task], view: _Progress, *, jobs
     remote = ray.remote(num_cpus=threads, max_retries=retries)(_ray_task)
     pending = collections.deque(todo)
     running: dict[Any, _Task] = {}
-    finished, failed = [], []
+    finished, failed, busy = [], [], []
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -770,6 +777,10 @@ def _run_ray(experiment: Experiment, todo: list[_Task], view: _Progress, *, jobs
                 try:
                     record = ray.get(ref)
                 except Exception as exc:  # the task raised (or died more than ``retries`` times)
+                    if isinstance(exc, RunBusy) or isinstance(getattr(exc, "cause", None), RunBusy):
+                        busy.append(_label(task))
+                        view.write(f"busy   {_label(task)}: another process is writing it; left to it")
+                        continue
                     failed.append(_label(task))
                     view.write(f"failed {_label(task)}: {type(exc).__name__}: {str(exc).splitlines()[-1]}")
                     continue
@@ -785,7 +796,7 @@ def _run_ray(experiment: Experiment, todo: list[_Task], view: _Progress, *, jobs
         for ref in running:
             ray.cancel(ref, force=True)
         raise
-    return finished, failed
+    return finished, failed, busy
 
 
 def parse_seeds(text: str) -> list[int]:

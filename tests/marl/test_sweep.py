@@ -434,3 +434,31 @@ def test_report_labels_name_only_the_axes_that_tell_cells_apart():
     assert _varying(manifest) == ["admm.graph", "admm.penalty"]
     assert _varying(manifest, manifest["cells"][:2]) == ["admm.graph"]
     assert _varying(manifest, manifest["cells"][:1]) == []
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_run_another_process_is_writing_is_reported_busy_and_left_to_it(tmp_path, backend):
+    """Two sweep commands may share one experiment directory: a run whose lock another process holds is neither
+    written nor counted as failed; the next sweep, once the lock is free, runs it."""
+    from marl.sweep import _RunLock, run_dir_of
+
+    if backend == "ray":
+        ray = pytest.importorskip("ray", reason="the Ray backend is optional (pip install -e '.[ray]')")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                                          os.environ.get("PYTHONPATH", "")])}})
+    path = tiny_file(tmp_path)
+    path.write_text(path.read_text().replace('algo = ["matrpo", "itrpo"]', 'algo = ["itrpo"]'))
+    exp = load_experiment(path)
+    held = run_dir_of(tmp_path / "exp", exp.cells[0], 0)
+    held.mkdir(parents=True)
+    try:
+        with _RunLock(held):
+            result = sweep(path, out=tmp_path / "exp", jobs=2, backend=backend, progress=False, report=False)
+        assert result.busy == ("algo=itrpo/seed_0",) and result.failed == ()
+        assert result.done == ("algo=itrpo/seed_1",) and not (held / "metrics.csv").exists()
+        again = sweep(path, out=tmp_path / "exp", jobs=2, backend=backend, progress=False, report=False)
+        assert again.busy == () and again.failed == () and len(again.done) == 2
+    finally:
+        if backend == "ray":
+            ray.shutdown()
