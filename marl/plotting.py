@@ -84,7 +84,7 @@ def run_label(run_dir: str | Path) -> str:
 
 
 def legend_outside(ax, fontsize: int = 8) -> None:
-    """The legend right of the axes, so that long labels never cover the data (save with ``bbox_inches="tight"``)."""
+    """The legend right of the axes, so that long labels never cover the data (save with :func:`save_figure`)."""
     legend = ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     legend.set_in_layout(False)  # tight_layout keeps the axes' size; the saved canvas grows to hold the legend
 

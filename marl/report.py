@@ -221,13 +221,14 @@ def _plot_curves(exp_dir: Path, out_dir: Path, manifest: dict, rows: list[dict])
     files = []
     for panel, cells in _panel_groups(manifest, manifest["cells"]).items():
         dirs, labels, seen = [], [], set()
+        axes = [a for a in _varying(manifest, cells) if a not in panels]
         for cell in cells:
             if cell["name"] in seen:  # cells that share a run are one curve
                 continue
             seen.add(cell["name"])
             for seed in counted[cell["name"]]:
                 dirs.append(exp_dir / "runs" / cell["name"] / f"seed_{seed}")
-                labels.append(_series_label(cell["params"], [a for a in _varying(manifest, cells) if a not in panels]))
+                labels.append(_series_label(cell["params"], axes))
         if dirs:
             values = "_".join(_value(cells[0]["params"][a]) for a in panels)
             name = f"curves_{_slug(values)}.png" if panel else "curves.png"

@@ -262,6 +262,12 @@ def test_a_finished_sweep_is_skipped_and_restarts_that_would_mix_runs_are_refuse
         sweep(edited, out=ref, progress=False)
 
 
+def start_local_ray(ray) -> None:
+    """A small local Ray instance whose workers import this checkout."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}})
+
+
 # -- report -----------------------------------------------------------------------------------------------------------
 def test_final_performance_closed_forms():
     assert final_performance([1.0, 2.0, 3.0], [40, 40, 40])[0] == pytest.approx((40 * 3 + 40 * 2 + 20 * 1) / 100)
@@ -333,8 +339,7 @@ def test_ray_backend_on_a_local_instance_gives_the_local_rows(tmp_path, referenc
     _, ref = reference
     path = tiny_file(tmp_path)  # one run: the itrpo cell, seed 1
     path.write_text(path.read_text().replace('algo = ["matrpo", "itrpo"]', 'algo = ["itrpo"]'))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}})
+    start_local_ray(ray)
     try:
         result = sweep(path, out=tmp_path / "exp", seeds=[1], backend="ray", progress=False, report=False)
     finally:
@@ -444,9 +449,7 @@ def test_a_run_another_process_is_writing_is_reported_busy_and_left_to_it(tmp_pa
 
     if backend == "ray":
         ray = pytest.importorskip("ray", reason="the Ray backend is optional (pip install -e '.[ray]')")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT),
-                                                                          os.environ.get("PYTHONPATH", "")])}})
+        start_local_ray(ray)
     path = tiny_file(tmp_path)
     path.write_text(path.read_text().replace('algo = ["matrpo", "itrpo"]', 'algo = ["itrpo"]'))
     exp = load_experiment(path)
