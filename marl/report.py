@@ -292,6 +292,12 @@ def _plot_sensitivity(out_dir: Path, manifest: dict, rows: list[dict]) -> list[P
     return files
 
 
+def _point_style(i: int) -> tuple[str, str]:
+    """Colour and marker of the i-th point: matplotlib's 10 colours repeat, so each pass through them takes the
+    next marker and no two of up to 50 cells look alike (Fig. 5's floats panel has 13)."""
+    return f"C{i % 10}", "osD^v"[(i // 10) % 5]
+
+
 def _plot_communication(out_dir: Path, manifest: dict, rows: list[dict]) -> list[Path]:
     """Final performance against floats sent per agent (total over the run), one point per cell (±1 std)."""
     metric, panels = manifest["report"]["metric"], manifest["report"]["panels"]
@@ -307,9 +313,11 @@ def _plot_communication(out_dir: Path, manifest: dict, rows: list[dict]) -> list
     plt, fig, axs = _panel_figure(len(groups))
     for ax, (panel, points) in zip(axs, sorted(groups.items())):
         others = [a for a in _varying(manifest, [c for c, _ in points]) if a not in panels]
-        for c, r in points:
+        for i, (c, r) in enumerate(points):
+            color, marker = _point_style(i)
             ax.errorbar(r["floats_per_agent_mean"], r["final_mean"], xerr=r["floats_per_agent_std"],
-                        yerr=r["final_std"], marker="o", capsize=3, label=_series_label(c["params"], others))
+                        yerr=r["final_std"], color=color, marker=marker, capsize=3,
+                        label=_series_label(c["params"], others))
         xs = [r["floats_per_agent_mean"] for _, r in points]
         if min(xs) > 0 and max(xs) / min(xs) >= 20:
             ax.set_xscale("log")

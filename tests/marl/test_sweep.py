@@ -465,3 +465,11 @@ def test_a_run_another_process_is_writing_is_reported_busy_and_left_to_it(tmp_pa
     finally:
         if backend == "ray":
             ray.shutdown()
+
+
+def test_report_points_of_up_to_fifty_cells_have_distinct_styles():
+    """The floats figure puts one point per cell on one axes; past matplotlib's 10 colours the marker changes."""
+    from marl.report import _point_style
+
+    assert len({_point_style(i) for i in range(50)}) == 50
+    assert _point_style(0) == ("C0", "o") and _point_style(10) == ("C0", "s")
