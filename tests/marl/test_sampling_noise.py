@@ -73,3 +73,33 @@ def test_shared_noise_is_deterministic_and_survives_kill_and_resume(tmp_path, al
 def test_sampling_noise_is_validated():
     with pytest.raises(ValueError, match="sampling_noise"):
         tiny_config("matrpo", "sampling_noise=correlated")
+
+
+def test_noise_swap_diagnostic_plays_saved_policies_in_each_mode(tmp_path):
+    """experiments/diagnostics/noise_swap.py: with equal logits the shared mode moves every agent alike and the
+    independent mode agrees at chance; its greedy mode is the library's greedy evaluation, episode for episode."""
+    import importlib.util
+    from pathlib import Path
+
+    from marl.evaluate import evaluate, load_trained
+    from marl.evaluation import eval_seed
+
+    path = Path(__file__).parents[2] / "experiments" / "diagnostics" / "noise_swap.py"
+    spec = importlib.util.spec_from_file_location("noise_swap", path)
+    noise_swap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noise_swap)
+    cfg = tiny_config("matrpo", "sampling_noise=independent", "env.n_agents=4", "total_steps=200")
+    train(cfg, tmp_path, progress=False, tensorboard=False)
+    config, algo = load_trained(tmp_path)
+    greedy = noise_swap.play(config, algo, "greedy", 8, eval_seed(config.seed))
+    reference = evaluate(tmp_path, episodes=8, seed=eval_seed(config.seed), greedy=True)
+    assert greedy["team"] == pytest.approx(reference["return_mean"], abs=1e-9)
+    with torch.no_grad():
+        for agent in algo.agents:
+            for p in agent.private.policy.parameters():
+                p.zero_()
+    shared = noise_swap.play(config, algo, "shared", 40, 0)
+    independent = noise_swap.play(config, algo, "independent", 40, 0)
+    assert shared["same_action"] == 1.0
+    # All 4 agents alike by chance: 5 * (1/5)^4 = 0.008 of the 1000 steps.
+    assert independent["same_action"] < 0.03
