@@ -12,6 +12,7 @@ Examples::
     python -m marl eval runs/matrpo_s0 --greedy            # each policy's mode instead of sampled actions
     python -m marl plot runs/matrpo_s* runs/itrpo_s* -o curves.png
     python -m marl table runs/matrpo_s* runs/itrpo_s* --at 500000
+    python -m marl plot runs/matrpo_nav6_s* runs/matrpo_nav6_beta5_s* --by name -o n6.png   # one curve per setting
     python -m marl sweep experiments/fig3a.toml --steps 500000 --seeds 0-2 --jobs 2   # a figure as one command
     python -m marl report runs/fig3a                       # summary.md/.csv and PNG figures in runs/fig3a/report
 """
@@ -101,7 +102,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plotting import plot_learning_curves
 
-    out = plot_learning_curves(args.run_dirs, args.output, metric=args.metric, smooth=args.smooth)
+    out = plot_learning_curves(args.run_dirs, args.output, metric=args.metric, smooth=args.smooth, by=args.by)
     print(out)
     return 0
 
@@ -110,7 +111,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from .plotting import TABLE_METRICS, summarize_runs
 
     metrics = tuple(args.metric) if args.metric else TABLE_METRICS
-    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window, metrics=metrics), indent=2))
+    print(json.dumps(summarize_runs(args.run_dirs, at_steps=args.at, window=args.window, metrics=metrics, by=args.by),
+                     indent=2))
     return 0
 
 
@@ -143,6 +145,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for path in write_report(args.exp_dir, out=args.out, partial=args.partial):
         print(path)
     return 0
+
+
+BY_HELP = ("what makes runs one curve or row: 'algo' (the algorithm, default) or 'name' (the run directory's name "
+           "without its _s<seed> suffix, so settings of one algorithm stay apart)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="curves.png")
     p.add_argument("--metric", default="env/return", help="a metrics.csv column, e.g. eval/return")
     p.add_argument("--smooth", type=int, default=1)
+    p.add_argument("--by", choices=("algo", "name"), default="algo", help=BY_HELP)
     p.set_defaults(func=_cmd_plot)
 
     s = sub.add_parser("table", help="mean and spread over seeds of return, coverage and collisions at a step count")
@@ -192,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", action="append", metavar="KEY",
                    help="a metrics.csv column to tabulate instead of return, coverage and collisions, e.g. eval/return "
                         "(repeatable)")
+    s.add_argument("--by", choices=("algo", "name"), default="algo", help=BY_HELP)
     s.set_defaults(func=_cmd_table)
 
     w = sub.add_parser("sweep", help="run an experiment file: every grid cell x seed, in parallel, resumable")

@@ -1,9 +1,11 @@
-"""Learning curves from run directories: mean and spread over seeds, one line per algorithm (needs matplotlib)."""
+"""Learning curves from run directories: mean and spread over seeds, one line per algorithm or per run name
+(``by``; needs matplotlib)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -72,8 +74,17 @@ def metric_column(cols: dict[str, np.ndarray], metric: str, where: str) -> np.nd
     return column
 
 
-def run_label(run_dir: str | Path) -> str:
-    """The curve a run belongs to: its algorithm (from config.json), else its parent directory's name."""
+GROUP_BY = ("algo", "name")
+
+
+def run_label(run_dir: str | Path, by: str = "algo") -> str:
+    """The curve a run belongs to. ``by="algo"``: its algorithm (from config.json), else its parent directory's
+    name. ``by="name"``: its directory's name without a trailing seed suffix ``_s<digits>`` (``runs/matrpo_nav6_beta5_s2``
+    -> ``matrpo_nav6_beta5``), so that settings of one algorithm get a curve each."""
+    if by not in GROUP_BY:
+        raise ValueError(f"by (--by) must be one of {GROUP_BY}, got {by!r}")
+    if by == "name":
+        return re.sub(r"_s\d+$", "", Path(run_dir).resolve().name)
     cfg = Path(run_dir) / "config.json"
     if cfg.exists():
         try:
@@ -97,7 +108,7 @@ def save_figure(fig, out: Path) -> None:
 
 
 def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return", smooth: int = 1,
-                         labels=None, title: str | None = None) -> Path:
+                         labels=None, title: str | None = None, by: str = "algo") -> Path:
     """Plot ``metric`` against environment steps; runs with the same label are averaged (shaded: ±1 std).
 
     Parameters
@@ -107,7 +118,7 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
     metric : a metrics.csv column, e.g. ``env/return`` or ``eval/return`` (greedy evaluations, ``eval_every``); rows
         where it is empty (``eval/*`` between evaluations, an iteration in which no episode ended) are left out
     smooth : moving-average window in logged values of ``metric`` (iterations for ``env/*``; 1 = none)
-    labels : optional list of curve labels, one per run directory (default: :func:`run_label`)
+    labels : optional list of curve labels, one per run directory (default: :func:`run_label` with ``by``)
     title : optional figure title
     """
     import matplotlib
@@ -119,7 +130,7 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
         raise ValueError(f"smooth must be >= 1, got {smooth}")
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     run_dirs = list(run_dirs)
-    labels = [run_label(d) for d in run_dirs] if labels is None else list(labels)
+    labels = [run_label(d, by) for d in run_dirs] if labels is None else list(labels)
     if len(labels) != len(run_dirs):
         raise ValueError(f"labels must give one label per run directory ({len(run_dirs)}), got {len(labels)}")
     for d, label in zip(run_dirs, labels):
@@ -164,8 +175,8 @@ def plot_learning_curves(run_dirs, out: str | Path, *, metric: str = "env/return
 TABLE_METRICS = ("env/return", "env/coverage_distance_episode_sum", "env/collisions_episode_sum")
 
 
-def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_METRICS) -> dict:
-    """Per label (algorithm): mean and std over runs of each metric, averaged over the ``window`` iterations that
+def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_METRICS, by: str = "algo") -> dict:
+    """Per label (:func:`run_label` with ``by``: the algorithm, or the run name without its seed): mean and std over runs of each metric, averaged over the ``window`` iterations that
     end at ``at_steps`` environment steps. Runs that have not reached ``at_steps`` are left out and counted.
 
     A metric logged only in some rows (``eval/return``: every ``eval_every`` iterations) is averaged over the rows of
@@ -189,7 +200,7 @@ def summarize_runs(run_dirs, *, at_steps: int, window: int = 1, metrics=TABLE_ME
         steps = cols["env/steps"]
         longest = max(longest, float(np.nanmax(steps)))
         idx = np.flatnonzero(steps <= at_steps)
-        label = run_label(d)
+        label = run_label(d, by)
         if at_steps > np.nanmax(steps):
             short[label] += 1
             continue

@@ -123,3 +123,21 @@ def test_a_run_resumed_across_the_renaming_has_one_column_per_metric(tmp_path):
     assert "env/collisions" not in cols and "env/episode_collisions" not in cols
     np.testing.assert_array_equal(cols["env/collisions_episode_sum"], [3.0, 2.0])
     np.testing.assert_array_equal(cols["env/collisions_last_step"], [0.0, 1.0])
+
+
+def test_table_groups_by_algorithm_or_by_run_name(tmp_path):
+    """--by name: runs of one algorithm with other settings are separate rows; the seed suffix joins seeds."""
+    rows = [[100, -10.0, 40.0, 3.0, 0.4, 0.0, 25, 4], [200, -6.0, 30.0, 2.0, 0.3, 1.0, 25, 4]]
+    runs = []
+    for name, shift in (("matrpo_a_s0", 0.0), ("matrpo_a_s1", 2.0), ("matrpo_beta5_s0", 10.0)):
+        _write_run(tmp_path / name, NEW, [[r[0], r[1] + shift, *r[2:]] for r in rows])
+        runs.append(tmp_path / name)
+    by_algo = summarize_runs(runs, at_steps=200)
+    assert list(by_algo) == ["matrpo"] and by_algo["matrpo"]["runs"] == 3
+    by_name = summarize_runs(runs, at_steps=200, by="name")
+    assert sorted(by_name) == ["matrpo_a", "matrpo_beta5"]
+    assert by_name["matrpo_a"]["env/return"][2] == [-6.0, -4.0]
+    assert by_name["matrpo_beta5"]["env/return"][0] == pytest.approx(4.0)
+    assert plot_learning_curves(runs, tmp_path / "c.png", by="name").stat().st_size > 0
+    with pytest.raises(ValueError, match=r"by \(--by\) must be one of"):
+        summarize_runs(runs, at_steps=200, by="seed")
