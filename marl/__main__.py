@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 from .config import ALGORITHMS, ENVIRONMENTS, TrainConfig, apply_overrides, load_config
+from .plotting import GROUP_BY
 
 
 def _train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="curves.png")
     p.add_argument("--metric", default="env/return", help="a metrics.csv column, e.g. eval/return")
     p.add_argument("--smooth", type=int, default=1)
-    p.add_argument("--by", choices=("algo", "name"), default="algo", help=BY_HELP)
+    p.add_argument("--by", choices=GROUP_BY, default="algo", help=BY_HELP)
     p.set_defaults(func=_cmd_plot)
 
     s = sub.add_parser("table", help="mean and spread over seeds of return, coverage and collisions at a step count")
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", action="append", metavar="KEY",
                    help="a metrics.csv column to tabulate instead of return, coverage and collisions, e.g. eval/return "
                         "(repeatable)")
-    s.add_argument("--by", choices=("algo", "name"), default="algo", help=BY_HELP)
+    s.add_argument("--by", choices=GROUP_BY, default="algo", help=BY_HELP)
     s.set_defaults(func=_cmd_table)
 
     w = sub.add_parser("sweep", help="run an experiment file: every grid cell x seed, in parallel, resumable")

@@ -39,8 +39,8 @@ MODES = ("shared", "independent", "greedy")
 def set_noise(algo, mode: str, seed: int) -> None:
     """Give every agent the action stream of ``mode`` ('shared': one common generator; 'independent': its own)."""
     learners = algo.agents if hasattr(algo, "agents") else [algo.learner]  # C-TRPO: one learner, all heads
+    noise = "shared" if mode == "shared" else "independent"  # greedy draws nothing; any stream will do
     for agent in learners:
-        noise = "shared" if mode == "shared" else "independent"
         agent.settings = dataclasses.replace(agent.settings, sampling_noise=noise)
         agent.private.act_gen = (shared_noise_generator(seed) if noise == "shared"
                                  else torch_generator(seed_sequence(seed, 99, agent.owner)))
